@@ -1,0 +1,182 @@
+"""The source of truth: conversations, their messages, and each agent turn's steps and tool calls.
+
+Token deltas live only in Redis streams; these rows hold checkpointed text, so nothing the user saw
+is lost if Redis goes away. Public ids are UUIDs; integer keys never leave the server.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+
+
+class Conversation(models.Model):
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True, default="")
+    pinned = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False)
+    # A read-only share link; None when not shared. Revoking sets it back to None.
+    share_token = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-pinned", "-updated"]
+        indexes = [models.Index(fields=["owner", "archived", "-pinned", "-updated"], name="conv_sidebar_idx")]
+
+    def __str__(self):
+        return self.title or f"Conversation {self.uuid}"
+
+
+class Turn(models.Model):
+    """One agent run answering one user message: queued → running → done | failed | cancelled."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    user_message = models.ForeignKey("Message", on_delete=models.CASCADE, related_name="turns")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    thinking = models.BooleanField(default=True)
+    model = models.CharField(max_length=200, blank=True, default="")
+    steps = models.PositiveIntegerField(default=0)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    # The lease: which worker runs the turn, until when. A redelivered task that finds a live lease
+    # held by someone else leaves the turn alone; an expired lease means the holder died.
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created"]
+        indexes = [models.Index(fields=["conversation", "created"], name="turn_conv_idx")]
+
+    def __str__(self):
+        return f"Turn {self.uuid} ({self.status})"
+
+    @property
+    def is_finished(self):
+        return self.status in self.FINISHED
+
+
+class Message(models.Model):
+    """A user message, or the final assistant message of a turn (its content and reasoning)."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    reasoning = models.TextField(blank=True, default="")
+    # For an assistant message: the turn that produced it.
+    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, null=True, blank=True, related_name="answer")
+    # Edit-and-resend and regenerate keep the older branch: a message replaced by a newer version
+    # points at it and drops out of the visible thread, but stays reachable.
+    superseded_by = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="earlier_versions"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "created"], name="msg_conv_idx"),
+            GinIndex(SearchVector("content", config="english"), name="msg_content_fts"),
+        ]
+
+    def __str__(self):
+        return f"{self.role}: {self.content[:60]}"
+
+
+class Step(models.Model):
+    """One model call within a turn: its reasoning, content and why it ended."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="step_rows")
+    index = models.PositiveIntegerField()
+    reasoning = models.TextField(blank=True, default="")
+    content = models.TextField(blank=True, default="")
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    usage = models.JSONField(default=dict, blank=True)
+    started = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["turn", "index"]
+        constraints = [models.UniqueConstraint(fields=["turn", "index"], name="step_turn_index_uniq")]
+
+    def __str__(self):
+        return f"Step {self.index} of {self.turn_id}"
+
+
+class ToolCall(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        DONE = "done"
+        ERROR = "error"
+        CANCELLED = "cancelled"
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="tool_calls")
+    index = models.PositiveIntegerField(default=0)
+    call_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=100, db_index=True)
+    # The raw argument text as the model wrote it (it may not be valid JSON).
+    arguments = models.TextField(blank=True, default="")
+    result = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    error = models.TextField(blank=True, default="")
+    started = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["step", "index"]
+
+    def __str__(self):
+        return f"{self.name}({self.call_id})"
+
+
+class Document(models.Model):
+    """The local corpus behind the offline `web_search` backend (Postgres full-text search)."""
+
+    url = models.URLField(max_length=1000, unique=True)
+    title = models.CharField(max_length=500, blank=True, default="")
+    text = models.TextField(blank=True, default="")
+    source = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("title", weight="A", config="english")
+        + SearchVector("text", weight="B", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [GinIndex(fields=["search_vector"], name="document_fts_idx")]
+
+    def __str__(self):
+        return self.title or self.url
+
+
+class UserPreference(models.Model):
+    """Per-user choices the UI remembers: the Long thinking toggle and the theme."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference")
+    long_thinking = models.BooleanField(default=True)
+    theme = models.CharField(max_length=8, default="system")  # system | light | dark
