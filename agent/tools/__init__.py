@@ -1,0 +1,25 @@
+"""The tool registry: every tool the model may call, by name, with its OpenAI function schema.
+
+`get_tool(name).run(arguments, ToolContext())` runs one without Django (except `web_search` with
+the `local` backend, which queries Postgres).
+"""
+
+from __future__ import annotations
+
+from .base import Tool, ToolContext, ToolError, ToolResult, truncate
+from .browse import BROWSE
+from .python import PYTHON
+from .web_search import WEB_SEARCH
+
+TOOLS: dict[str, Tool] = {tool.name: tool for tool in (WEB_SEARCH, BROWSE, PYTHON)}
+
+
+def get_tool(name: str) -> Tool:
+    return TOOLS[name]
+
+
+def tool_schemas(names=None) -> list[dict]:
+    return [tool.schema() for name, tool in TOOLS.items() if names is None or name in names]
+
+
+__all__ = ["TOOLS", "Tool", "ToolContext", "ToolError", "ToolResult", "get_tool", "tool_schemas", "truncate"]
