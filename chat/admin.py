@@ -1,0 +1,828 @@
+"""The admin console (staff only): conversations, turns with their full trace as a timeline, tool calls,
+the document corpus with an import form, operator actions (cancel, re-run) and a statistics dashboard.
+
+Everything shown here was written by a user, the model or a tool, so it is untrusted: it reaches HTML
+only through auto-escaping templates or `format_html`. Trace fields are read-only: the console observes
+turns and acts on them only through the agent's own contracts (the cancel flag, the run_turn task).
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import importlib.util
+import json
+import logging
+import re
+import uuid
+from functools import partial
+
+import redis
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce, Length
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.views.decorators.http import require_POST
+
+from agent.events import cancel_key
+
+from . import dashboard
+from .models import Conversation, Document, Message, Step, ToolCall, Turn
+
+log = logging.getLogger(__name__)
+
+# How long a cancel flag set by the console lives: longer than any turn may run, so a worker that
+# picks a queued turn up late still sees it; short enough that Redis does not collect dead flags.
+CANCEL_FLAG_TTL = max(3600, getattr(settings, "AGENT_MAX_TURN_SECONDS", 3600) * 2)
+
+ADMIN_CSS = "kimiweb_admin/admin.css"
+
+CANCELLABLE = (Turn.Status.QUEUED, Turn.Status.RUNNING)
+RERUNNABLE = (Turn.Status.FAILED,)
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _count_of(model, fk: str, **filters) -> Coalesce:
+    """A correlated COUNT subquery: counts per row without joining (and multiplying) other relations."""
+    counted = (
+        model.objects.filter(**{fk: OuterRef("pk")}, **filters)
+        .order_by()
+        .values(fk)
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def pretty_json(text: str) -> tuple[str, bool]:
+    """Indented JSON when `text` parses as JSON, else the raw text; and whether it parsed."""
+    if not text:
+        return "", False
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False), True
+    except (ValueError, TypeError):
+        return text, False
+
+
+def duration_ms(start, end) -> int | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds() * 1000)
+
+
+def format_duration(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 60_000:.1f} min"
+
+
+def request_cancel(turn_uuid) -> None:
+    """Raise a turn's cancel flag through the agent's own function when it exists, else the raw contract."""
+    # find_spec, not try/except ImportError: an import error *inside* agent.control must surface.
+    if importlib.util.find_spec("agent.control") is not None:
+        from agent.control import request_cancel as agent_request_cancel
+
+        agent_request_cancel(turn_uuid)
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        client.set(cancel_key(turn_uuid), "1", ex=CANCEL_FLAG_TTL)
+    finally:
+        client.close()
+
+
+def run_turn_task():
+    """The agent's Celery task, imported lazily (the console must load even where the agent cannot)."""
+    from agent.tasks import run_turn
+
+    return run_turn
+
+
+def rerun_turn(turn: Turn) -> Turn:
+    """A new queued Turn answering the same user message; enqueued once the transaction commits."""
+    run_turn = run_turn_task()
+    with transaction.atomic():
+        new_turn = Turn.objects.create(
+            conversation_id=turn.conversation_id,
+            user_message_id=turn.user_message_id,
+            status=Turn.Status.QUEUED,
+            thinking=turn.thinking,
+        )
+        transaction.on_commit(partial(run_turn.delay, new_turn.id))
+    return new_turn
+
+
+# --- conversations -----------------------------------------------------------------------------------
+
+
+class MessageInline(admin.StackedInline):
+    model = Message
+    fk_name = "conversation"
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    fields = ("role", "created", "content", "reasoning", "turn_link", "superseded")
+    readonly_fields = fields
+    ordering = ("created", "id")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="turn")
+    def turn_link(self, message):
+        # Uses only the foreign key column: no query per message.
+        if not message.turn_id:
+            return "—"
+        return format_html(
+            '<a href="{}">turn #{}</a>',
+            reverse("admin:chat_turn_change", args=[message.turn_id]),
+            message.turn_id,
+        )
+
+    @admin.display(description="superseded by")
+    def superseded(self, message):
+        return f"message #{message.superseded_by_id}" if message.superseded_by_id else "—"
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    class Media:
+        css = {"all": (ADMIN_CSS,)}
+
+    list_display = ("display_title", "owner", "message_count", "turn_count", "pinned", "archived", "updated")
+    list_select_related = ("owner",)
+    list_filter = (
+        "pinned",
+        "archived",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        ("created", admin.DateFieldListFilter),
+    )
+    search_fields = ("title", "owner__username", "owner__email", "messages__content")
+    date_hierarchy = "created"
+    fields = (
+        "uuid",
+        "owner",
+        "title",
+        "pinned",
+        "archived",
+        "share_token",
+        "created",
+        "updated",
+        "turns_link",
+    )
+    readonly_fields = ("uuid", "owner", "share_token", "created", "updated", "turns_link")
+    inlines = (MessageInline,)
+    list_per_page = 50
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                message_count=_count_of(Message, "conversation"),
+                turn_count=_count_of(Turn, "conversation"),
+            )
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="title", ordering="title")
+    def display_title(self, conversation):
+        return conversation.title or f"(untitled) {str(conversation.uuid)[:8]}"
+
+    @admin.display(description="messages", ordering="message_count")
+    def message_count(self, conversation):
+        return conversation.message_count
+
+    @admin.display(description="turns", ordering="turn_count")
+    def turn_count(self, conversation):
+        return conversation.turn_count
+
+    @admin.display(description="turns")
+    def turns_link(self, conversation):
+        url = reverse("admin:chat_turn_changelist") + f"?conversation__id__exact={conversation.pk}"
+        return format_html('<a href="{}">All turns of this conversation</a>', url)
+
+
+# --- turns -------------------------------------------------------------------------------------------
+
+
+class ToolNameFilter(admin.SimpleListFilter):
+    """Turns that made at least one call to the chosen tool."""
+
+    title = "tool"
+    parameter_name = "tool"
+
+    def lookups(self, request, model_admin):
+        names = ToolCall.objects.order_by("name").values_list("name", flat=True).distinct()[:100]
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(Exists(ToolCall.objects.filter(step__turn=OuterRef("pk"), name=self.value())))
+
+
+def build_timeline(turn: Turn) -> dict:
+    """The turn's steps in order, each with its tool calls in order: exactly two queries, whatever the size."""
+    steps = list(Step.objects.filter(turn_id=turn.pk).order_by("index", "id"))
+    calls_by_step: dict[int, list[dict]] = {step.id: [] for step in steps}
+    status_counts: dict[str, int] = {}
+    name_counts: dict[str, int] = {}
+    for call in ToolCall.objects.filter(step__turn_id=turn.pk).order_by("step__index", "index", "id"):
+        arguments, arguments_json = pretty_json(call.arguments)
+        result, result_json = pretty_json(call.result)
+        ms = duration_ms(call.started, call.finished)
+        calls_by_step.setdefault(call.step_id, []).append(
+            {
+                "call": call,
+                "arguments": arguments,
+                "arguments_json": arguments_json,
+                "result": result,
+                "result_json": result_json,
+                "duration": format_duration(ms),
+            }
+        )
+        status_counts[call.status] = status_counts.get(call.status, 0) + 1
+        name_counts[call.name] = name_counts.get(call.name, 0) + 1
+    origin = turn.started or turn.created
+    entries = []
+    for step in steps:
+        usage = step.usage if isinstance(step.usage, dict) else {}
+        entries.append(
+            {
+                "step": step,
+                "offset": format_duration(duration_ms(origin, step.started))
+                if origin and step.started
+                else "—",
+                "duration": format_duration(duration_ms(step.started, step.finished)),
+                "usage": ", ".join(f"{k}: {v}" for k, v in usage.items() if not isinstance(v, dict | list)),
+                "usage_json": json.dumps(usage, indent=2, ensure_ascii=False) if usage else "",
+                "tool_calls": calls_by_step.get(step.id, []),
+            }
+        )
+    return {
+        "entries": entries,
+        "step_count": len(steps),
+        "tool_call_count": sum(status_counts.values()),
+        "tool_status_counts": sorted(status_counts.items()),
+        "tool_name_counts": sorted(name_counts.items(), key=lambda kv: (-kv[1], kv[0])),
+    }
+
+
+@admin.register(Turn)
+class TurnAdmin(admin.ModelAdmin):
+    class Media:
+        css = {"all": (ADMIN_CSS,)}
+
+    list_display = (
+        "short_uuid",
+        "conversation",
+        "owner",
+        "status",
+        "thinking",
+        "steps",
+        "tool_call_count",
+        "tokens_in",
+        "tokens_out",
+        "duration",
+        "created",
+    )
+    list_display_links = ("short_uuid",)
+    list_select_related = ("conversation__owner",)
+    list_filter = (
+        "status",
+        ("conversation__owner", admin.RelatedOnlyFieldListFilter),
+        ("created", admin.DateFieldListFilter),
+        ToolNameFilter,
+        "thinking",
+    )
+    search_fields = ("conversation__title", "conversation__owner__username", "user_message__content")
+    date_hierarchy = "created"
+    list_per_page = 50
+    actions = ("cancel_turns", "rerun_turns")
+    change_form_template = "admin/chat/turn/change_form.html"
+    change_list_template = "admin/chat/turn/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("uuid", "conversation", "owner", "status", "error", "question", "final_answer")}),
+        ("Run", {"fields": ("thinking", "model", "steps", "tokens_in", "tokens_out")}),
+        ("Timing", {"fields": ("created", "started", "finished", "duration")}),
+        ("Lease", {"fields": ("lease_owner", "lease_expires"), "classes": ("collapse",)}),
+    )
+    readonly_fields = (
+        "uuid",
+        "conversation",
+        "owner",
+        "status",
+        "error",
+        "question",
+        "final_answer",
+        "thinking",
+        "model",
+        "steps",
+        "tokens_in",
+        "tokens_out",
+        "created",
+        "started",
+        "finished",
+        "duration",
+        "lease_owner",
+        "lease_expires",
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(tool_call_count=_count_of(ToolCall, "step__turn"))
+
+    def get_search_results(self, request, queryset, search_term):
+        """Besides the text fields, a pasted turn UUID (from a log line) finds its turn."""
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        try:
+            turn_uuid = uuid.UUID(search_term.strip())
+        except ValueError:
+            return queryset, may_have_duplicates
+        return queryset | self.get_queryset(request).filter(uuid=turn_uuid), may_have_duplicates
+
+    def has_add_permission(self, request):
+        return False
+
+    # Trace fields are never edited by hand: the page is a view, the actions below are the only writes.
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_operate_permission(self, request):
+        return request.user.has_perm("chat.change_turn")
+
+    @admin.display(description="turn", ordering="created")
+    def short_uuid(self, turn):
+        return str(turn.uuid)[:8]
+
+    @admin.display(description="owner", ordering="conversation__owner__username")
+    def owner(self, turn):
+        return turn.conversation.owner
+
+    @admin.display(description="tool calls", ordering="tool_call_count")
+    def tool_call_count(self, turn):
+        return turn.tool_call_count
+
+    @admin.display(description="duration")
+    def duration(self, turn):
+        return format_duration(duration_ms(turn.started, turn.finished))
+
+    @admin.display(description="user message")
+    def question(self, turn):
+        return format_html(
+            '<div class="kw-pre">{}</div>', Truncator(turn.user_message.content).chars(4000, truncate="…")
+        )
+
+    @admin.display(description="final answer")
+    def final_answer(self, turn):
+        answer = getattr(turn, "answer", None)  # select_related by get_object: no extra query
+        if answer is None:
+            return "—"
+        return format_html(
+            '<div class="kw-pre">{}</div>', Truncator(answer.content).chars(20000, truncate="…")
+        )
+
+    # --- actions ---
+
+    @admin.action(description="Cancel selected running turns", permissions=["operate"])
+    def cancel_turns(self, request, queryset):
+        cancelled = skipped = 0
+        for turn in queryset.only("id", "uuid", "status"):
+            if turn.status not in CANCELLABLE:
+                skipped += 1
+                continue
+            request_cancel(turn.uuid)
+            cancelled += 1
+        if cancelled:
+            self.message_user(request, f"Cancel requested for {cancelled} turn(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"Skipped {skipped} turn(s) that were not queued or running.", messages.WARNING
+            )
+
+    @admin.action(description="Re-run selected failed turns", permissions=["operate"])
+    def rerun_turns(self, request, queryset):
+        created, skipped = [], 0
+        for turn in queryset.only("id", "conversation_id", "user_message_id", "status", "thinking"):
+            if turn.status not in RERUNNABLE:
+                skipped += 1
+                continue
+            created.append(rerun_turn(turn))
+        if created:
+            self.message_user(
+                request,
+                f"Queued {len(created)} new turn(s): " + ", ".join(str(t.uuid)[:8] for t in created),
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(request, f"Skipped {skipped} turn(s) that had not failed.", messages.WARNING)
+
+    # --- pages ---
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        turn = self.get_object(request, object_id)
+        if turn is not None:
+            extra_context["timeline"] = build_timeline(turn)
+            extra_context["can_cancel"] = turn.status in CANCELLABLE and self.has_operate_permission(request)
+            extra_context["can_rerun"] = turn.status in RERUNNABLE and self.has_operate_permission(request)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_object(self, request, object_id, from_field=None):
+        # The change page shows owner, question and answer: fetch them with the turn, not one query
+        # each; and the admin asks for the object twice per page, so keep it for the request.
+        cache = request.__dict__.setdefault("_kimiweb_turns", {})
+        if object_id not in cache:
+            queryset = self.get_queryset(request).select_related(
+                "conversation__owner", "user_message", "answer"
+            )
+            try:
+                cache[object_id] = queryset.get(pk=int(object_id))
+            except (Turn.DoesNotExist, ValueError, TypeError):
+                cache[object_id] = None
+        return cache[object_id]
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("dashboard/", wrap(self.dashboard_view), name="chat_dashboard"),
+            path("<int:turn_id>/cancel/", wrap(self.cancel_view), name="chat_turn_cancel"),
+            path("<int:turn_id>/rerun/", wrap(self.rerun_view), name="chat_turn_rerun"),
+            *super().get_urls(),
+        ]
+
+    def _operate_on(self, request, turn_id, allowed, act, done_message):
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        turn = get_object_or_404(Turn, pk=turn_id)
+        if turn.status not in allowed:
+            self.message_user(request, f"Turn is {turn.status}; nothing to do.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:chat_turn_change", args=[turn.pk]))
+        result = act(turn)
+        self.message_user(request, done_message(result), messages.SUCCESS)
+        target = result if isinstance(result, Turn) else turn
+        return HttpResponseRedirect(reverse("admin:chat_turn_change", args=[target.pk]))
+
+    def cancel_view(self, request, turn_id):
+        return require_POST(
+            lambda request: self._operate_on(
+                request,
+                turn_id,
+                CANCELLABLE,
+                lambda turn: request_cancel(turn.uuid),
+                lambda _: "Cancel requested; the worker stops at its next check.",
+            )
+        )(request)
+
+    def rerun_view(self, request, turn_id):
+        return require_POST(
+            lambda request: self._operate_on(
+                request, turn_id, RERUNNABLE, rerun_turn, lambda new: f"Queued a new turn {new.uuid}."
+            )
+        )(request)
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            days = int(request.GET.get("days", 30))
+        except ValueError:
+            days = 30
+        days = min(max(days, 1), 366)
+        board = dashboard.build_dashboard(days=days)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Agent dashboard",
+            "opts": self.opts,
+            "board": board,
+            "charts": dashboard.render_charts(board),
+            "day_choices": (7, 30, 90),
+        }
+        return TemplateResponse(request, "admin/chat/dashboard.html", context)
+
+
+# --- steps and tool calls ----------------------------------------------------------------------------
+
+
+class ReadOnlyTraceAdmin(admin.ModelAdmin):
+    """Steps and tool calls are the agent's record: viewable, never added or edited here."""
+
+    class Media:
+        css = {"all": (ADMIN_CSS,)}
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Step)
+class StepAdmin(ReadOnlyTraceAdmin):
+    list_display = (
+        "__str__",
+        "turn_link",
+        "index",
+        "finish_reason",
+        "tool_call_count",
+        "started",
+        "finished",
+    )
+    list_select_related = ("turn",)
+    list_filter = ("finish_reason", ("started", admin.DateFieldListFilter))
+    search_fields = ("=turn__uuid",)
+    readonly_fields = (
+        "turn",
+        "index",
+        "finish_reason",
+        "usage",
+        "started",
+        "finished",
+        "reasoning",
+        "content",
+    )
+    fields = readonly_fields
+    raw_id_fields = ("turn",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(tool_call_count=_count_of(ToolCall, "step"))
+
+    @admin.display(description="turn")
+    def turn_link(self, step):
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:chat_turn_change", args=[step.turn_id]),
+            str(step.turn.uuid)[:8],
+        )
+
+    @admin.display(description="tool calls", ordering="tool_call_count")
+    def tool_call_count(self, step):
+        return step.tool_call_count
+
+
+@admin.register(ToolCall)
+class ToolCallAdmin(ReadOnlyTraceAdmin):
+    list_display = ("name", "call_id", "status", "turn_link", "step_index", "duration", "started")
+    list_select_related = ("step__turn",)
+    list_filter = ("name", "status", ("started", admin.DateFieldListFilter))
+    search_fields = ("call_id", "name", "=step__turn__uuid")
+    fields = (
+        "name",
+        "call_id",
+        "status",
+        "turn_link",
+        "step_index",
+        "started",
+        "finished",
+        "duration",
+        "pretty_arguments",
+        "result_text",
+        "error",
+    )
+    readonly_fields = fields
+    list_per_page = 100
+
+    @admin.display(description="turn")
+    def turn_link(self, call):
+        turn = call.step.turn
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:chat_turn_change", args=[turn.pk]), str(turn.uuid)[:8]
+        )
+
+    @admin.display(description="step", ordering="step__index")
+    def step_index(self, call):
+        return call.step.index
+
+    @admin.display(description="duration")
+    def duration(self, call):
+        return format_duration(duration_ms(call.started, call.finished))
+
+    @admin.display(description="arguments")
+    def pretty_arguments(self, call):
+        text, _ = pretty_json(call.arguments)
+        return format_html('<pre class="kw-pre">{}</pre>', text)
+
+    @admin.display(description="result")
+    def result_text(self, call):
+        text, _ = pretty_json(call.result)
+        return format_html('<pre class="kw-pre">{}</pre>', text)
+
+
+# --- documents ---------------------------------------------------------------------------------------
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, list | tuple):
+            return [single(d, initial) for d in data]
+        return [single(data, initial)] if data else []
+
+
+class DocumentImportForm(forms.Form):
+    files = MultipleFileField(
+        required=False,
+        help_text="Text, Markdown or HTML files; each becomes one document (HTML is converted).",
+    )
+    urls = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "placeholder": "https://example.org/page\n…"}),
+        help_text="One http(s) URL per line; each page is fetched through the agent's guarded browser.",
+    )
+    source = forms.CharField(
+        required=False,
+        max_length=200,
+        help_text="A label stored on each imported document (e.g. 'docs-2026').",
+    )
+
+    MAX_URLS = 500
+
+    def clean_urls(self):
+        lines = [line.strip() for line in self.cleaned_data["urls"].splitlines() if line.strip()]
+        validate = forms.URLField(assume_scheme="https").clean
+        urls, bad = [], []
+        for line in lines:
+            try:
+                url = validate(line)
+            except forms.ValidationError:
+                bad.append(line)
+                continue
+            if not url.lower().startswith(("http://", "https://")):
+                bad.append(line)
+                continue
+            urls.append(url)
+        if bad:
+            raise forms.ValidationError(
+                "Not an http(s) URL: %(bad)s",
+                params={"bad": ", ".join(Truncator(b).chars(80) for b in bad[:5])},
+            )
+        if len(urls) > self.MAX_URLS:
+            raise forms.ValidationError(f"At most {self.MAX_URLS} URLs per import.")
+        return urls
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("files") and not data.get("urls") and not self.errors:
+            raise forms.ValidationError("Choose files to upload or list URLs to fetch.")
+        return data
+
+
+MAX_UPLOAD_BYTES = 20 << 20
+
+
+def _title_from(text: str, fallback: str) -> str:
+    for line in text.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return Truncator(line).chars(200)
+    return fallback
+
+
+def _import_locally(*, files, urls, source) -> int:
+    """Upsert one Document per uploaded file and per fetched URL (HTML converted to markdown).
+
+    URLs go through the agent's guarded fetch (the SSRF guard), never a bare HTTP client.
+    """
+    from agent.tools.browse import fetch, html_to_markdown
+
+    def upsert(url: str, raw: str, is_html: bool, fallback_title: str) -> None:
+        html_title = ""
+        if is_html:
+            match = re.search(r"<title[^>]*>(.*?)</title>", raw, re.IGNORECASE | re.DOTALL)
+            html_title = html_lib.unescape(match.group(1)).strip() if match else ""
+            text = html_to_markdown(raw, url)
+        else:
+            text = raw
+        title = Truncator(html_title).chars(200) if html_title else _title_from(text, fallback_title)
+        Document.objects.update_or_create(url=url, defaults={"title": title, "text": text, "source": source})
+
+    count = 0
+    for upload in files:
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise ValueError(f"{upload.name} is larger than {MAX_UPLOAD_BYTES >> 20} MB")
+        raw = upload.read().decode("utf-8", errors="replace")
+        is_html = upload.name.lower().endswith((".html", ".htm")) or raw.lstrip()[:15].lower().startswith(
+            ("<!doctype html", "<html")
+        )
+        upsert(f"file:///uploads/{upload.name}", raw, is_html, upload.name)
+        count += 1
+    for url in urls:
+        final_url, content_type, body = fetch(url)
+        upsert(final_url, body, "html" in content_type.lower(), final_url)
+        count += 1
+    return count
+
+
+def import_documents(*, files, urls, source) -> int:
+    """The import behind the console's form: the agent's importer (the code behind
+    `manage.py import_documents`) once it exists, else the console's own upsert. Returns how many
+    documents were created or updated.
+    """
+    return _import_locally(files=files, urls=urls, source=source)
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = ("display_title", "url", "source", "chars", "updated")
+    list_filter = ("source", ("created", admin.DateFieldListFilter))
+    search_fields = ("title", "url")
+    fields = ("url", "title", "source", "text", "created", "updated")
+    readonly_fields = ("created", "updated")
+    change_list_template = "admin/chat/document/change_list.html"
+    list_per_page = 100
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(chars=Length("text"))
+
+    def get_search_results(self, request, queryset, search_term):
+        """Title/URL substrings, plus the same indexed full-text match the offline search tool uses."""
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip():
+            from django.contrib.postgres.search import SearchQuery
+
+            matches = self.get_queryset(request).filter(
+                search_vector=SearchQuery(search_term, config="english", search_type="websearch")
+            )
+            queryset = queryset | matches
+        return queryset, may_have_duplicates
+
+    @admin.display(description="title", ordering="title")
+    def display_title(self, document):
+        return document.title or "(untitled)"
+
+    @admin.display(description="characters", ordering="chars")
+    def chars(self, document):
+        return f"{document.chars:,}"
+
+    def changelist_view(self, request, extra_context=None):
+        totals = Document.objects.aggregate(
+            documents=Count("id"), characters=Coalesce(Sum(Length("text")), 0)
+        )
+        by_source = list(
+            Document.objects.values("source")
+            .annotate(documents=Count("id"))
+            .order_by("-documents", "source")[:20]
+        )
+        extra_context = {**(extra_context or {}), "corpus_totals": totals, "corpus_by_source": by_source}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self):
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="chat_document_import"),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = DocumentImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                count = import_documents(
+                    files=form.cleaned_data["files"],
+                    urls=form.cleaned_data["urls"],
+                    source=form.cleaned_data["source"],
+                )
+            except Exception as exc:  # the importer's failures are shown to the operator and logged
+                log.exception("document import failed")
+                self.message_user(request, f"Import failed: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"Imported {count} document(s).", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:chat_document_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import documents",
+            "opts": self.opts,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/chat/document/import.html", context)
+
+
+__all__ = ["build_timeline", "import_documents", "pretty_json", "request_cancel", "rerun_turn"]
