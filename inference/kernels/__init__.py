@@ -16,7 +16,9 @@ Weight layout (compressed-tensors pack-quantized, as Kimi K2 Thinking ships it),
     weight_scale  bf16  [E, N, K/group]: weight = (nibble - 8) * scale of its group (symmetric, no zero)
     w13: N = 2 * intermediate, rows [0, I) gate_proj then [I, 2I) up_proj, K = hidden
     w2:  N = hidden, K = intermediate
-Per-expert checkpoint tensors stack with `Int4Experts.stack([(packed, scale), ...], group_size)`.
+Per-expert checkpoint tensors stack with `Int4Experts.stack([(packed, scale), ...], group_size)`;
+`load_experts(get_tensor, "model.layers.3.mlp.experts", num_experts)` reads a layer's (w13, w2) from an
+INT4 or bf16 checkpoint.
 `DenseExperts(weight [E, N, K])` (or `Int4Experts.to_dense()`) runs the same call in bf16: the baseline
 for INT4-vs-bf16 comparisons.
 
@@ -31,7 +33,7 @@ TRITON_INTERPRET=1), "auto" (triton for CUDA tensors, cpu otherwise).
 import torch
 
 from inference.kernels.cpu import fused_moe_cpu
-from inference.kernels.experts import DenseExperts, Experts, Int4Experts
+from inference.kernels.experts import DenseExperts, Experts, Int4Experts, load_experts
 from inference.kernels.reference import check_activation, fused_moe_reference
 from inference.kernels.routing import select_experts_grouped, select_experts_softmax
 
@@ -81,6 +83,7 @@ __all__ = [
     "DenseExperts",
     "Int4Experts",
     "fused_moe_w4a16",
+    "load_experts",
     "select_experts_grouped",
     "select_experts_softmax",
 ]

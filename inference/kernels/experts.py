@@ -9,6 +9,7 @@ baseline. w13 is gate and up stacked along N: rows [0, I) are gate_proj, rows [I
 from __future__ import annotations
 
 import torch
+from safetensors import SafetensorError
 
 from inference.quant.format import PACK_FACTOR, SUPPORTED_GROUP_SIZES, dequantize, unpack_int4
 from inference.quant.quantize import quantize_rtn
@@ -145,3 +146,31 @@ class DenseExperts:
 
 
 Experts = Int4Experts | DenseExperts
+
+
+def load_experts(
+    get_tensor,
+    prefix: str,
+    num_experts: int,
+    projections: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj"),
+    group_size: int = 32,
+) -> tuple[Experts, Experts]:
+    """Read one MoE layer's routed experts from checkpoint tensors -> (w13, w2).
+
+    `get_tensor(name)` returns a tensor by checkpoint name (e.g. a safetensors `safe_open(...).get_tensor`
+    or `dict.__getitem__`); `prefix` is e.g. "model.layers.3.mlp.experts" (Mixtral:
+    "model.layers.3.block_sparse_moe.experts" with projections ("w1", "w3", "w2")). INT4 checkpoints give
+    `Int4Experts`, bf16 ones `DenseExperts`.
+    """
+    gate, up, down = projections
+
+    def stacked(proj: str) -> Experts:
+        names = [f"{prefix}.{e}.{proj}" for e in range(num_experts)]
+        try:
+            per_expert = [(get_tensor(f"{n}.weight_packed"), get_tensor(f"{n}.weight_scale")) for n in names]
+        except (KeyError, SafetensorError):
+            return DenseExperts(torch.stack([get_tensor(f"{n}.weight") for n in names]))
+        return Int4Experts.stack(per_expert, group_size)
+
+    w13_parts = [stacked(gate), stacked(up)]
+    return type(w13_parts[0]).concat(w13_parts), stacked(down)
