@@ -1,0 +1,1 @@
+"""The CPU engine: loader, tokenizer, scheduler with continuous batching, prefix cache, sampler."""

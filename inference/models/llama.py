@@ -1,0 +1,178 @@
+"""Llama-family decoder (LlamaForCausalLM) and its MoE variants that keep Llama attention
+(MixtralForCausalLM, Qwen3MoeForCausalLM). Weight names follow the Hugging Face checkpoints."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inference.models.layers import ForwardBatch, RMSNorm, RotaryEmbedding, paged_attention
+from inference.models.moe import RoutedExperts, select_experts_softmax
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: dict, rope: RotaryEmbedding, qk_norm: bool):
+        super().__init__()
+        hidden = cfg["hidden_size"]
+        self.n_heads = cfg["num_attention_heads"]
+        self.n_kv = cfg.get("num_key_value_heads") or self.n_heads
+        self.head_dim = cfg.get("head_dim") or hidden // self.n_heads
+        bias = cfg.get("attention_bias", False)
+        self.q_proj = nn.Linear(hidden, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden, self.n_kv * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden, self.n_kv * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=False)
+        self.rope = rope
+        eps = cfg.get("rms_norm_eps", 1e-6)
+        self.q_norm = RMSNorm(self.head_dim, eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, eps) if qk_norm else None
+
+    def forward(self, x: torch.Tensor, batch: ForwardBatch, layer_kv) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim)
+        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rope(batch.positions, q, k)
+        out = paged_attention(q, k, v, layer_kv, batch)  # [B, T, H, D]
+        return self.o_proj(out.reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class SparseMoE(nn.Module):
+    """Mixtral / Qwen3-MoE block: softmax router over E experts, top-k, SwiGLU experts."""
+
+    def __init__(self, cfg: dict, dtype: torch.dtype):
+        super().__init__()
+        hidden = cfg["hidden_size"]
+        self.num_experts = cfg.get("num_local_experts") or cfg["num_experts"]
+        self.top_k = cfg["num_experts_per_tok"]
+        self.renormalize = cfg.get("norm_topk_prob", True)
+        intermediate = cfg.get("moe_intermediate_size") or cfg["intermediate_size"]
+        self.gate = nn.Linear(hidden, self.num_experts, bias=False)
+        self.experts = RoutedExperts(self.num_experts, hidden, intermediate, dtype)
+
+    def forward(self, x):
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        weights, ids = select_experts_softmax(self.gate(x), self.top_k, self.renormalize)
+        return self.experts(x, weights, ids).view(shape)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: dict, rope, moe: bool, qk_norm: bool, dtype):
+        super().__init__()
+        eps = cfg.get("rms_norm_eps", 1e-6)
+        self.input_layernorm = RMSNorm(cfg["hidden_size"], eps)
+        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps)
+        self.self_attn = Attention(cfg, rope, qk_norm)
+        self.moe = moe
+        if moe:
+            self.mlp = SparseMoE(cfg, dtype)
+        else:
+            self.mlp = MLP(cfg["hidden_size"], cfg["intermediate_size"])
+
+    def forward(self, x, batch, layer_kv):
+        x = x + self.self_attn(self.input_layernorm(x), batch, layer_kv)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaForCausalLM(nn.Module):
+    moe = False
+    qk_norm = False
+
+    def __init__(self, cfg: dict, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.config = cfg
+        n_heads = cfg["num_attention_heads"]
+        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_heads
+        max_pos = cfg.get("max_position_embeddings", 8192)
+        rope = RotaryEmbedding(head_dim, max_pos, cfg.get("rope_theta", 10000.0), cfg.get("rope_scaling"))
+        self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"])
+        self.layers = nn.ModuleList(
+            DecoderLayer(cfg, rope, self._layer_is_moe(cfg, i), self.qk_norm, dtype)
+            for i in range(cfg["num_hidden_layers"])
+        )
+        self.norm = RMSNorm(cfg["hidden_size"], cfg.get("rms_norm_eps", 1e-6))
+        self.tie_word_embeddings = cfg.get("tie_word_embeddings", False)
+        self.lm_head = (
+            None if self.tie_word_embeddings else nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
+        )
+        self.head_dim, self.n_kv = head_dim, cfg.get("num_key_value_heads") or n_heads
+
+    def _layer_is_moe(self, cfg, i) -> bool:
+        if not self.moe:
+            return False
+        step = cfg.get("decoder_sparse_step", 1) or 1
+        return i not in (cfg.get("mlp_only_layers") or []) and (i + 1) % step == 0
+
+    def kv_cache_shapes(self) -> list[list[tuple[int, ...]]]:
+        """Per layer, the per-token shapes of the cache tensors (here: keys and values)."""
+        return [[(self.n_kv, self.head_dim), (self.n_kv, self.head_dim)] for _ in self.layers]
+
+    def forward(self, input_ids: torch.Tensor, batch: ForwardBatch, last_only: torch.Tensor) -> torch.Tensor:
+        """input_ids [B, T] → logits [B, V] (float32) at the positions `last_only` [B] picks in each row."""
+        x = self.embed_tokens(input_ids)
+        for layer, layer_kv in zip(self.layers, batch.kv, strict=True):
+            x = layer(x, batch, layer_kv)
+        x = x[torch.arange(x.shape[0]), last_only]  # [B, H]
+        x = self.norm(x)
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return (x @ weight.t()).float()
+
+    # ---- loading ---------------------------------------------------------------------------------
+
+    _EXPERT = re.compile(r"model\.layers\.(\d+)\.(?:block_sparse_moe|mlp)\.experts\.(\d+)\.(\w+)\.(\w+)$")
+
+    def load_weight(self, name: str, tensor: torch.Tensor) -> bool:
+        """Place one checkpoint tensor; returns False for names this model does not use."""
+        m = self._EXPERT.match(name)
+        if m:
+            layer, expert, proj, suffix = int(m[1]), int(m[2]), m[3], m[4]
+            self.layers[layer].mlp.experts.stage(expert, proj, suffix, tensor)
+            return True
+        name = name.removeprefix("model.").replace("block_sparse_moe.", "mlp.")
+        if name == "lm_head.weight" and self.lm_head is None:
+            return False
+        params = self._params()
+        if name not in params:
+            return False
+        param = params[name]
+        if param.shape != tensor.shape:
+            raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(param.shape)}")
+        with torch.no_grad():
+            param.copy_(tensor)
+        return True
+
+    def _params(self):
+        if not hasattr(self, "_param_cache"):
+            self._param_cache = dict(self.named_parameters())
+        return self._param_cache
+
+    def finalize_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, RoutedExperts):
+                module.finalize()
+
+
+class MixtralForCausalLM(LlamaForCausalLM):
+    moe = True
+
+
+class Qwen3MoeForCausalLM(LlamaForCausalLM):
+    moe = True
+    qk_norm = True
