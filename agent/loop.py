@@ -1,0 +1,350 @@
+"""The agent loop: think → call tools → observe, step after step, yielding `agent.events` Events.
+
+No Django here. The caller gives the transcript so far (OpenAI chat messages) and consumes events;
+the loop appends each step's assistant message and tool results to that same list, so a worker that
+persists steps can rebuild it and resume from the next step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from . import events as ev
+from .client import ModelClient, ModelError
+from .context import estimate_tokens, fit_context
+from .tools import TOOLS, Tool, ToolContext, ToolError, ToolResult, truncate
+
+log = logging.getLogger(__name__)
+
+WRAP_UP_NOTE = (
+    "[system] You have reached the limit of tool use for this answer. Do not call tools; write your "
+    "final answer now from what you have found."
+)
+
+
+@dataclass
+class LoopConfig:
+    thinking: bool = True
+    max_steps: int = 300
+    max_step_tokens: int = 4096
+    max_turn_tokens: int = 2_000_000
+    max_turn_seconds: float = 3600.0
+    context_tokens: int = 32768
+    tool_result_chars: int = 8000
+    tool_timeout: float = 60.0
+    parallel_tools: int = 4
+    keep_tool_outputs: int = 3
+    cancel_poll_seconds: float = 0.05  # how often the (possibly remote) cancel flag is consulted
+
+
+@dataclass
+class TurnState:
+    """What the loop has spent so far; a resumed turn starts from the persisted values."""
+
+    step: int = 0  # index of the next step
+    tokens_in: int = 0
+    tokens_out: int = 0
+    elapsed: float = 0.0
+    reasoning: list[str] = field(default_factory=list)  # each finished step's reasoning
+
+
+@dataclass
+class _Call:
+    index: int
+    id: str
+    name: str
+    arguments: str = ""
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        client: ModelClient,
+        config: LoopConfig | None = None,
+        tools: dict[str, Tool] | None = None,
+        is_cancelled: Callable[[], bool] = lambda: False,
+    ):
+        self.client = client
+        self.config = config or LoopConfig()
+        self.tools = TOOLS if tools is None else tools
+        self._is_cancelled = is_cancelled
+        self._cancel_seen = False
+        self._cancel_checked = 0.0
+
+    def cancelled(self) -> bool:
+        now = time.monotonic()
+        if not self._cancel_seen and now - self._cancel_checked >= self.config.cancel_poll_seconds:
+            self._cancel_checked = now
+            self._cancel_seen = bool(self._is_cancelled())
+        return self._cancel_seen
+
+    def run(self, messages: list[dict], state: TurnState | None = None) -> Iterator[ev.Event]:
+        state = state or TurnState()
+        cfg = self.config
+        started = time.monotonic() - state.elapsed
+        seen_calls = _calls_in_turn(messages)
+        schemas = [tool.schema() for tool in self.tools.values()]
+        yield ev.TurnStarted(thinking=cfg.thinking, model=self.client.model)
+        # Not a `with` block: its exit would wait for a tool thread that ignores cancellation.
+        pool = ThreadPoolExecutor(max_workers=cfg.parallel_tools, thread_name_prefix="tool")
+        try:
+            while True:
+                if self.cancelled():
+                    yield self._finish(state, "cancelled", "")
+                    return
+                state.elapsed = time.monotonic() - started
+                wrap_up = (
+                    state.step >= cfg.max_steps - 1
+                    or state.tokens_in + state.tokens_out >= cfg.max_turn_tokens
+                    or state.elapsed >= cfg.max_turn_seconds
+                )
+                budget = cfg.context_tokens - cfg.max_step_tokens
+                if wrap_up:
+                    note = {"role": "user", "content": WRAP_UP_NOTE}
+                    prompt = [
+                        *fit_context(messages, budget - estimate_tokens(note), cfg.keep_tool_outputs),
+                        note,
+                    ]
+                else:
+                    prompt = fit_context(messages, budget, cfg.keep_tool_outputs)
+                index = state.step
+                yield ev.StepStarted(index=index)
+                reasoning, content, calls = [], [], {}
+                finish_reason, usage = "", {}
+                stream = self.client.stream(
+                    prompt,
+                    None if wrap_up else schemas,
+                    thinking=cfg.thinking,
+                    max_tokens=cfg.max_step_tokens,
+                )
+                try:
+                    for chunk in stream:
+                        if self.cancelled():
+                            break
+                        if chunk.reasoning:
+                            reasoning.append(chunk.reasoning)
+                            yield ev.ReasoningDelta(text=chunk.reasoning)
+                        if chunk.content:
+                            content.append(chunk.content)
+                            yield ev.ContentDelta(text=chunk.content)
+                        for delta in chunk.tool_calls:
+                            call = calls.get(delta.index)
+                            if call is None:
+                                name = delta.name or ""
+                                call_id = delta.id or f"functions.{name}:{delta.index}"
+                                call = calls[delta.index] = _Call(delta.index, call_id, name)
+                                yield ev.ToolCallStarted(call_id=call_id, index=delta.index, name=name)
+                            elif delta.name and not call.name:
+                                call.name = delta.name
+                            if delta.arguments:
+                                call.arguments += delta.arguments
+                                yield ev.ToolCallArguments(call_id=call.id, delta=delta.arguments)
+                        if chunk.finish_reason:
+                            finish_reason = chunk.finish_reason
+                        if chunk.usage:
+                            usage = chunk.usage
+                except ModelError as exc:
+                    log.warning("turn failed at step %d: %s", index, exc)
+                    yield from self._cancel_calls(calls.values(), "the model call failed")
+                    state.reasoning.append("".join(reasoning))
+                    yield ev.StepFinished(index=index, finish_reason="error", usage=usage)
+                    state.step += 1
+                    yield self._finish(state, "failed", f"The model failed: {exc}", "".join(content))
+                    return
+                finally:
+                    stream.close()  # on cancel this closes the HTTP response: the server aborts generation
+                state.tokens_in += usage.get("prompt_tokens", 0)
+                state.tokens_out += usage.get("completion_tokens", 0)
+                state.reasoning.append("".join(reasoning))
+                text = "".join(content)
+
+                if self.cancelled():
+                    yield from self._cancel_calls(calls.values(), "stopped by the user")
+                    yield ev.StepFinished(index=index, finish_reason="cancelled", usage=usage)
+                    state.step += 1
+                    yield self._finish(state, "cancelled", "", text)
+                    return
+
+                ordered = [calls[i] for i in sorted(calls)]
+                assistant = {"role": "assistant", "content": text, "reasoning_content": "".join(reasoning)}
+                if ordered and not wrap_up:
+                    assistant["tool_calls"] = [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        }
+                        for c in ordered
+                    ]
+                    messages.append(assistant)
+                    results = yield from self._run_tools(pool, ordered, seen_calls, index)
+                    for call in ordered:
+                        messages.append(
+                            {"role": "tool", "tool_call_id": call.id, "content": results[call.id]}
+                        )
+                    yield ev.StepFinished(
+                        index=index, finish_reason=finish_reason or "tool_calls", usage=usage
+                    )
+                    state.step += 1
+                    if self.cancelled():
+                        yield self._finish(state, "cancelled", "", text)
+                        return
+                    continue
+
+                messages.append(assistant)
+                yield ev.StepFinished(index=index, finish_reason=finish_reason or "stop", usage=usage)
+                state.step += 1
+                if wrap_up and not text:
+                    yield self._finish(
+                        state, "failed", "The step or time budget ran out before a final answer."
+                    )
+                else:
+                    yield self._finish(state, "done", "", text)
+                return
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _finish(self, state: TurnState, status: str, error: str, content: str = "") -> ev.TurnFinished:
+        reasoning = "\n\n".join(r for r in state.reasoning if r)
+        return ev.TurnFinished(status=status, error=error, content=content, reasoning=reasoning)
+
+    def _cancel_calls(self, calls, why: str) -> Iterator[ev.Event]:
+        for call in calls:
+            yield ev.ToolCallFinished(
+                call_id=call.id,
+                name=call.name,
+                arguments=call.arguments,
+                result="",
+                status="cancelled",
+                error=why,
+            )
+
+    def _run_tools(self, pool: ThreadPoolExecutor, calls: list[_Call], seen: dict, step: int):
+        """Run one step's calls in parallel; yield their events; return {call_id: model-visible result}."""
+        cfg = self.config
+        results: dict[str, str] = {}
+        cancel = threading.Event()
+        pending: dict[Future, tuple[_Call, float]] = {}
+        for call in calls:
+            yield ev.ToolCallRunning(call_id=call.id, name=call.name, arguments=call.arguments)
+        for call in calls:
+            immediate = self._precheck(call, seen, step)
+            if immediate is not None:
+                results[call.id] = immediate.text
+                yield ev.ToolCallFinished(
+                    call_id=call.id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    result=immediate.text,
+                    status="error",
+                    error=immediate.error,
+                )
+                continue
+            ctx = ToolContext(cancelled=cancel, timeout=cfg.tool_timeout, max_chars=cfg.tool_result_chars)
+            future = pool.submit(_run_one, self.tools[call.name], json.loads(call.arguments or "{}"), ctx)
+            pending[future] = (call, time.monotonic())
+        hard_deadline = cfg.tool_timeout + 5.0  # a tool that ignores its own timeout is abandoned
+        while pending:
+            done, _ = wait(pending, timeout=cfg.cancel_poll_seconds, return_when=FIRST_COMPLETED)
+            for future in done:
+                call, began = pending.pop(future)
+                result = future.result()
+                results[call.id] = result.text
+                yield ev.ToolCallFinished(
+                    call_id=call.id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    result=result.text,
+                    status="error" if result.error else "done",
+                    error=result.error,
+                    duration_ms=int((time.monotonic() - began) * 1000),
+                )
+            stop = self.cancelled()
+            now = time.monotonic()
+            for future, (call, began) in list(pending.items()):
+                if stop or now - began > hard_deadline:
+                    cancel.set()  # the sandbox kills its process group on this flag
+                    why = "stopped by the user" if stop else f"timed out after {cfg.tool_timeout:.0f} s"
+                    if stop:
+                        future.cancel()
+                    if stop or not future.done():
+                        pending.pop(future)
+                        results[call.id] = f"Error: {why}."
+                        yield ev.ToolCallFinished(
+                            call_id=call.id,
+                            name=call.name,
+                            arguments=call.arguments,
+                            result=results[call.id],
+                            status="cancelled" if stop else "error",
+                            error=why,
+                            duration_ms=int((now - began) * 1000),
+                        )
+        return results
+
+    def _precheck(self, call: _Call, seen: dict, step: int) -> ToolResult | None:
+        """Answer calls that must not run: unknown tools, malformed arguments, exact repeats."""
+        if call.name not in self.tools:
+            names = ", ".join(self.tools) or "none"
+            return ToolResult(
+                f"Error: there is no tool named {call.name!r}. Available tools: {names}.", "unknown tool"
+            )
+        try:
+            args = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            return ToolResult(
+                f"Error: the arguments are not valid JSON ({exc}). Call {call.name} again with a JSON object "
+                "that matches its schema.",
+                "malformed arguments",
+            )
+        if not isinstance(args, dict):
+            return ToolResult(
+                f"Error: the arguments must be a JSON object, not {type(args).__name__}.",
+                "malformed arguments",
+            )
+        key = (call.name, json.dumps(args, sort_keys=True))
+        if key in seen:
+            return ToolResult(
+                f"Note: you already called {call.name} with exactly these arguments in step {seen[key] + 1}; "
+                "its result is above (or was hidden to save context). Do not repeat the same call: use what "
+                "you have, or try something different.",
+                "repeated call",
+            )
+        seen[key] = step
+        return None
+
+
+def _run_one(tool: Tool, arguments: dict, ctx: ToolContext) -> ToolResult:
+    try:
+        result = tool.run(arguments, ctx)
+    except ToolError as exc:
+        return ToolResult(f"Error: {exc}", str(exc))
+    except Exception as exc:  # a tool bug must not end the turn; the model sees it and the log keeps it
+        log.exception("tool %s failed", tool.name)
+        return ToolResult(
+            f"Error: the tool failed: {exc.__class__.__name__}: {exc}", f"{exc.__class__.__name__}: {exc}"
+        )
+    return ToolResult(truncate(result.text, ctx.max_chars), result.error)
+
+
+def _calls_in_turn(messages: list[dict]) -> dict:
+    """The calls already made since the last user message (for the loop guard on a resumed turn)."""
+    seen: dict = {}
+    step = 0
+    start = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+    for message in messages[start:]:
+        if message.get("role") != "assistant":
+            continue
+        for call in message.get("tool_calls") or ():
+            try:
+                args = json.loads(call["function"]["arguments"] or "{}")
+                seen.setdefault((call["function"]["name"], json.dumps(args, sort_keys=True)), step)
+            except (json.JSONDecodeError, TypeError):
+                pass
+        step += 1
+    return seen
