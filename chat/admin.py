@@ -35,6 +35,7 @@ from django.views.decorators.http import require_POST
 from agent.events import cancel_key
 
 from . import dashboard
+from .dashboard import format_duration
 from .models import Conversation, Document, Message, Step, ToolCall, Turn
 
 log = logging.getLogger(__name__)
@@ -80,16 +81,6 @@ def duration_ms(start, end) -> int | None:
     return round((end - start).total_seconds() * 1000)
 
 
-def format_duration(ms: int | None) -> str:
-    if ms is None:
-        return "—"
-    if ms < 1000:
-        return f"{ms} ms"
-    if ms < 120_000:
-        return f"{ms / 1000:.1f} s"
-    return f"{ms / 60_000:.1f} min"
-
-
 def request_cancel(turn_uuid) -> None:
     """Raise a turn's cancel flag through the agent's own function when it exists, else the raw contract."""
     # find_spec, not try/except ImportError: an import error *inside* agent.control must surface.
@@ -103,6 +94,13 @@ def request_cancel(turn_uuid) -> None:
         client.set(cancel_key(turn_uuid), "1", ex=CANCEL_FLAG_TTL)
     finally:
         client.close()
+
+
+RERUN_UNAVAILABLE = "Cannot re-run: the agent's task module (agent.tasks) is not installed."
+
+
+def agent_tasks_available() -> bool:
+    return importlib.util.find_spec("agent.tasks") is not None
 
 
 def run_turn_task():
@@ -307,6 +305,7 @@ class TurnAdmin(admin.ModelAdmin):
         "created",
     )
     list_display_links = ("short_uuid",)
+    ordering = ("-created",)
     list_select_related = ("conversation__owner",)
     list_filter = (
         "status",
@@ -406,7 +405,7 @@ class TurnAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected running turns", permissions=["operate"])
     def cancel_turns(self, request, queryset):
         cancelled = skipped = 0
-        for turn in queryset.only("id", "uuid", "status"):
+        for turn in queryset.select_related(None).only("id", "uuid", "status"):
             if turn.status not in CANCELLABLE:
                 skipped += 1
                 continue
@@ -421,8 +420,15 @@ class TurnAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected failed turns", permissions=["operate"])
     def rerun_turns(self, request, queryset):
+        if importlib.util.find_spec("agent.tasks") is None:
+            self.message_user(
+                request, "Cannot re-run: the agent worker code (agent.tasks) is missing.", messages.ERROR
+            )
+            return
         created, skipped = [], 0
-        for turn in queryset.only("id", "conversation_id", "user_message_id", "status", "thinking"):
+        for turn in queryset.select_related(None).only(
+            "id", "conversation_id", "user_message_id", "status", "thinking"
+        ):
             if turn.status not in RERUNNABLE:
                 skipped += 1
                 continue
@@ -476,6 +482,9 @@ class TurnAdmin(admin.ModelAdmin):
         turn = get_object_or_404(Turn, pk=turn_id)
         if turn.status not in allowed:
             self.message_user(request, f"Turn is {turn.status}; nothing to do.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:chat_turn_change", args=[turn.pk]))
+        if act is rerun_turn and not agent_tasks_available():
+            self.message_user(request, RERUN_UNAVAILABLE, messages.ERROR)
             return HttpResponseRedirect(reverse("admin:chat_turn_change", args=[turn.pk]))
         result = act(turn)
         self.message_user(request, done_message(result), messages.SUCCESS)
@@ -652,6 +661,7 @@ class DocumentImportForm(forms.Form):
         help_text="Text, Markdown or HTML files; each becomes one document (HTML is converted).",
     )
     urls = forms.CharField(
+        label="URLs",
         required=False,
         widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "placeholder": "https://example.org/page\n…"}),
         help_text="One http(s) URL per line; each page is fetched through the agent's guarded browser.",
@@ -735,7 +745,11 @@ def _import_locally(*, files, urls, source) -> int:
         count += 1
     for url in urls:
         final_url, content_type, body = fetch(url)
-        upsert(final_url, body, "html" in content_type.lower(), final_url)
+        content_type = content_type.lower()
+        is_html = content_type in ("text/html", "application/xhtml+xml", "")
+        if not is_html and not content_type.startswith("text/") and content_type not in ("application/json",):
+            raise ValueError(f"{final_url} is {content_type}, not a page to import")
+        upsert(final_url, body, is_html, final_url)
         count += 1
     return count
 

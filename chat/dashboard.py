@@ -33,6 +33,18 @@ class PercentileCont(Aggregate):
         super().__init__(expression, percentile=repr(percentile), **extra)
 
 
+def format_duration(value: dt.timedelta | int | None) -> str:
+    """A duration for people: '850 ms', '12.3 s', '4.2 min'; accepts a timedelta or milliseconds."""
+    if value is None:
+        return "—"
+    ms = value.total_seconds() * 1000 if isinstance(value, dt.timedelta) else value
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms / 60_000:.1f} min"
+
+
 def _duration(start: str = "started", end: str = "finished") -> ExpressionWrapper:
     # NULL when either end is missing, which percentile_cont then ignores.
     return ExpressionWrapper(F(end) - F(start), output_field=DurationField())
@@ -61,6 +73,14 @@ class ToolRow:
     errors: int
     p50: dt.timedelta | None
     p95: dt.timedelta | None
+
+    @property
+    def p50_text(self) -> str:
+        return format_duration(self.p50)
+
+    @property
+    def p95_text(self) -> str:
+        return format_duration(self.p95)
 
 
 @dataclass
@@ -135,6 +155,8 @@ def build_dashboard(days: int = 30, now: dt.datetime | None = None) -> Dashboard
     totals["tool_errors"] = sum(t.errors for t in tools)
     finished = totals["done"] + totals["failed"] + totals["cancelled"]
     totals["failure_rate"] = totals["failed"] / finished if finished else None
+    totals["p50_text"] = format_duration(totals["p50"])
+    totals["p95_text"] = format_duration(totals["p95"])
     recent_failures = list(
         turns.filter(status=Turn.Status.FAILED)
         .select_related("conversation__owner")
@@ -203,10 +225,12 @@ def _svg(width: int, height: int, label: str, body: SafeString) -> SafeString:
 
 
 def _y_axis(left: int, top: int, plot_w: int, plot_h: int, y_max: float, unit: str = "") -> SafeString:
+    # Five intervals when the maximum is a multiple of 5 (5, 10, 50...), else four (2, 20...): round ticks.
+    n = 5 if y_max % 5 == 0 else 4
     ticks = []
-    for i in range(5):
-        value = y_max * i / 4
-        y = top + plot_h - plot_h * i / 4
+    for i in range(n + 1):
+        value = y_max * i / n
+        y = top + plot_h - plot_h * i / n
         ticks.append(
             _html(
                 '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#ccc" stroke-width="0.5"/>'
@@ -254,7 +278,7 @@ def stacked_bar_chart(
     left, top, right, bottom = 44, 24, 10, 24
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(values[i] for _, values, _ in series) for i in range(len(categories))]
-    y_max = _nice_max(max(totals, default=0))
+    y_max = _nice_max(max(max(totals, default=0), 4))  # counts: never a 0.25 tick
     slot = plot_w / max(1, len(categories))
     bar_w = max(1.0, slot * 0.8)
     bars = []
