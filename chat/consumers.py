@@ -1,31 +1,260 @@
-"""The conversation socket: owner-only; joins the conversation's group and forwards turn events."""
+"""The conversation socket: owner-only; sends messages, stops turns, and streams turns as htmx fragments.
+
+Client → server JSON: `{"action": "send", "text": ..., "thinking": bool}`, `{"action": "stop"}`,
+`{"action": "resume", "turn": uuid, "after": seq}` (sent on every (re)connect; one without `turn`
+when nothing is running). Server → client: HTML of htmx out-of-band swaps, at most one frame per
+FRAME_S per socket. Delivery is exactly-once and in order per turn: a resume replays the stream from
+the client's last seq, live events at or below what this socket already sent are dropped, and a gap
+(an event the channel layer lost) is filled from the stream before the newer event is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.template.loader import render_to_string
 
 from agent.events import group_name
 
-from .models import Conversation
+from . import services
+from .forms import MessageForm, first_error
+from .fragments import TurnProjection, project_from_db
+from .models import Conversation, Turn
+from .replay import replay_events
+
+log = logging.getLogger(__name__)
+
+FRAME_S = 0.03  # ~33 frames/s: smooth to read, cheap for the browser, small added latency
+MAX_PENDING = 10_000  # live events held before the client's first message
 
 
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
         user = self.scope.get("user")
         uuid = self.scope["url_route"]["kwargs"]["conversation_uuid"]
-        if user is None or not user.is_authenticated or not await self._owns(user, uuid):
+        self.conversation = None
+        if user is not None and user.is_authenticated:
+            self.conversation = await self._conversation(user, uuid)
+        if self.conversation is None:
             await self.close(code=4404)
             return
+        self.user = user
         self.group = group_name(uuid)
+        self.turns: dict[str, TurnProjection] = {}
+        self.pending: list[dict] = []
+        self.ready = False
+        self.extra: list[str] = []  # fragments that belong to no turn (errors, new exchanges)
+        self.dirty: set[str] = set()
+        self.last_flush = 0.0
+        self.flush_handle: asyncio.TimerHandle | None = None
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if getattr(self, "flush_handle", None):
+            self.flush_handle.cancel()
+
+    # -- from the browser ---------------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        limit = settings.CHAT_MAX_MESSAGE_CHARS * 4 + 8192  # JSON escaping can quadruple the text
+        if text_data is None or len(text_data) > limit:
+            self._error("That message is too long to send.")
+            await self._flush()
+            return
+        await super().receive(text_data=text_data, bytes_data=bytes_data, **kwargs)
+
+    async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict):
+            return
+        action = content.get("action")
+        if action == "resume":
+            if content.get("turn"):
+                await self._resume(str(content["turn"]), _int(content.get("after")))
+        elif action == "send":
+            await self._send_message(content)
+        elif action == "stop":
+            await self._stop()
+        if not self.ready:
+            self.ready = True
+            pending, self.pending = self.pending, []
+            for event in pending:
+                await self._live(event)
+        await self._flush_soon()
+
+    async def _send_message(self, content):
+        form = MessageForm({"text": content.get("text", ""), "thinking": content.get("thinking")})
+        if not form.is_valid():
+            self._error(first_error(form))
+            return
+        try:
+            turn = await database_sync_to_async(self._start_turn)(
+                form.cleaned_data["text"], form.cleaned_data["thinking"]
+            )
+        except services.ChatError as exc:
+            self._error(exc.message)
+            return
+        projection = TurnProjection(str(turn.uuid), status=turn.status)
+        self.turns[projection.uuid] = projection
+        self.extra.append(await self._exchange_fragment(turn, projection))
+        self._error("")
+        await self.channel_layer.group_send(self.group, {"type": "turn.created", "turn": projection.uuid})
+
+    def _start_turn(self, text, thinking):
+        turn = services.start_turn(self.user, self.conversation, text, thinking)
+        pref = services.preferences(self.user)
+        if pref.long_thinking != thinking:
+            pref.long_thinking = thinking
+            pref.save(update_fields=["long_thinking"])
+        return turn
+
+    async def _stop(self):
+        turn = await database_sync_to_async(services.active_turn)(self.conversation)
+        if turn is not None:
+            await database_sync_to_async(services.cancel)(turn)
+
+    async def _resume(self, turn_uuid: str, after: int):
+        """Bring the client from `after` to now for one turn; later live events continue from there."""
+        if turn_uuid in self.turns:
+            return  # this socket already sent it; the client's `after` is older than what it has
+        turn = await self._turn(turn_uuid)
+        if turn is None:
+            return
+        projection = TurnProjection(turn_uuid, started=turn.started, status=turn.status)
+        events = await replay_events(turn_uuid, 0)
+        if events is None:
+            if turn.is_finished or turn.steps:
+                # The stream is gone: show the checkpointed turn whole, from Postgres.
+                projection = await database_sync_to_async(project_from_db)(turn)
+                projection.seq = max(projection.seq, after)
+                self.extra.append(await database_sync_to_async(projection.render_full)())
+            else:
+                projection.seq = after
+            self.turns[turn_uuid] = projection
+            return
+        self.turns[turn_uuid] = projection
+        for event in events:
+            projection.apply(event)
+            if event["seq"] == after:
+                projection.discard_frame()  # the client already shows all of this
+        if projection.seq <= after:
+            projection.discard_frame()
+            projection.seq = max(projection.seq, after)
+        self.dirty.add(turn_uuid)
+
+    # -- from the worker (through the channel layer) ------------------------------------------
 
     async def turn_event(self, message):
-        await self.send_json(message["event"])
+        event = message["event"]
+        if not self.ready:
+            if len(self.pending) < MAX_PENDING:
+                self.pending.append(event)
+            return
+        await self._live(event)
+        await self._flush_soon()
+
+    async def turn_created(self, message):
+        """Another tab started a turn in this conversation: show its question at once."""
+        if self.ready and message["turn"] not in self.turns:
+            await self._adopt(message["turn"], replay=False)
+            await self._flush_soon()
+
+    async def _live(self, event: dict):
+        turn_uuid = event.get("turn")
+        seq = event.get("seq")
+        if not isinstance(seq, int) or not turn_uuid:
+            return
+        projection = self.turns.get(turn_uuid)
+        if projection is None:
+            await self._adopt(turn_uuid, replay=True)
+            projection = self.turns.get(turn_uuid)
+            if projection is None:
+                return
+        if seq <= projection.seq:
+            return  # already sent (replayed, or a duplicate delivery)
+        if seq > projection.seq + 1:
+            missed = await replay_events(turn_uuid, projection.seq, seq - 1) or []
+            for earlier in missed:
+                projection.apply(earlier)
+        projection.apply(event)
+        self.dirty.add(turn_uuid)
+
+    async def _adopt(self, turn_uuid: str, replay: bool):
+        """Show a turn this socket has not seen (started elsewhere): its question, then its events."""
+        turn = await self._turn(turn_uuid)
+        if turn is None:
+            return
+        projection = TurnProjection(turn_uuid, started=turn.started, status=turn.status)
+        self.turns[turn_uuid] = projection
+        self.extra.append(await self._exchange_fragment(turn, projection))
+        if replay:
+            for event in await replay_events(turn_uuid, 0) or []:
+                projection.apply(event)
+            self.dirty.add(turn_uuid)
+
+    # -- frames -------------------------------------------------------------------------------
+
+    def _error(self, text: str):
+        self.extra.append(render_to_string("chat/partials/composer_error.html", {"error": text}))
+
+    async def _flush_soon(self):
+        """Send now if the last frame is older than FRAME_S, else once it is (coalescing the rest)."""
+        if self.flush_handle is not None or not (self.dirty or self.extra):
+            return
+        loop = asyncio.get_running_loop()
+        wait = self.last_flush + FRAME_S - loop.time()
+        if wait <= 0:
+            await self._flush()
+        else:
+            self.flush_handle = loop.call_later(wait, lambda: asyncio.ensure_future(self._flush()))
+
+    async def _flush(self):
+        self.flush_handle = None
+        parts, self.extra = self.extra, []
+        for turn_uuid in sorted(self.dirty):
+            projection = self.turns.get(turn_uuid)
+            if projection is not None:
+                parts.append(projection.take_frame())
+        self.dirty.clear()
+        frame = "".join(parts)
+        if frame:
+            self.last_flush = asyncio.get_running_loop().time()
+            await self.send(text_data=frame)
+
+    # -- database -----------------------------------------------------------------------------
 
     @database_sync_to_async
-    def _owns(self, user, uuid):
-        return Conversation.objects.filter(uuid=uuid, owner=user).exists()
+    def _conversation(self, user, uuid):
+        return Conversation.objects.filter(uuid=uuid, owner=user).first()
+
+    @database_sync_to_async
+    def _turn(self, turn_uuid):
+        try:
+            return Turn.objects.select_related("user_message").get(
+                uuid=turn_uuid, conversation_id=self.conversation.pk
+            )
+        except (Turn.DoesNotExist, ValueError, Exception) as exc:  # a malformed uuid is a ValidationError
+            if not isinstance(exc, Turn.DoesNotExist):
+                log.info("resume for an unusable turn id %r: %s", turn_uuid, exc)
+            return None
+
+    @database_sync_to_async
+    def _exchange_fragment(self, turn, projection):
+        html = render_to_string(
+            "chat/partials/exchange.html",
+            {"message": turn.user_message, "p": projection, "conversation": self.conversation, "live": True},
+        )
+        return f'<div hx-swap-oob="beforeend:#thread">{html}</div><div id="empty-state" hidden></div>'
+
+
+def _int(value) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0

@@ -1,3 +1,25 @@
-"""Chat URL routes (pages of the chat UI)."""
+"""Chat URL routes (pages of the chat UI); accounts and /healthz are routed in kimiweb/urls.py."""
 
-urlpatterns = []
+from django.urls import path
+
+from . import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("c/new", views.new_conversation, name="new"),
+    path("c/<uuid:uuid>/", views.conversation, name="conversation"),
+    path("c/<uuid:uuid>/rename", views.rename, name="rename"),
+    path("c/<uuid:uuid>/pin", views.toggle_pin, name="pin"),
+    path("c/<uuid:uuid>/archive", views.toggle_archive, name="archive"),
+    path("c/<uuid:uuid>/delete", views.delete, name="delete"),
+    path("c/<uuid:uuid>/stop", views.stop, name="stop"),
+    path("c/<uuid:uuid>/share", views.share, name="share"),
+    path("c/<uuid:uuid>/export.<str:fmt>", views.export, name="export"),
+    path("t/<uuid:turn_uuid>/regenerate", views.regenerate, name="regenerate"),
+    path("m/<uuid:message_uuid>/edit", views.edit_message, name="edit"),
+    path("conversations/", views.conversation_list, name="list"),
+    path("preferences", views.preferences, name="preferences"),
+    path("s/<str:token>/", views.shared, name="shared"),
+]

@@ -1,0 +1,423 @@
+"""Turns a turn's events into HTML: live htmx out-of-band fragments, or the whole turn at once.
+
+`TurnProjection` folds events (agent/events.py wire dicts) into a small model of the turn — thinking
+segments and tool cards in the order they happened, the answer, the status — and records the DOM
+operations each event implies. Thinking text is only ever appended (never re-rendered); the answer
+is markdown, so it is re-rendered at most once per frame. The same projection renders a finished
+turn from Postgres rows (`project_from_db`), so live and reloaded turns look identical.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from .rendering import render_markdown, render_plain
+
+# More tool calls than this in a turn: the panel summary names counts per tool.
+MANY_TOOL_CALLS = 6
+
+
+@dataclass
+class Segment:
+    """A run of thinking text between tool calls."""
+
+    n: int
+    parts: list[str] = field(default_factory=list)
+    kind: str = "think"
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass
+class ToolCard:
+    k: int
+    call_id: str
+    name: str = ""
+    arguments: str = ""
+    status: str = "preparing"  # preparing | running | done | error | cancelled
+    result: str = ""
+    error: str = ""
+    duration_ms: int = 0
+
+
+def _parse_json(text: str):
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return None
+
+
+def search_sources(result: str) -> list[dict]:
+    """The links in a search tool result: JSON list of {title,url,snippet} or {"results": [...]}."""
+    data = _parse_json(result)
+    if isinstance(data, dict):
+        data = data.get("results") or data.get("items") or []
+    if not isinstance(data, list):
+        return []
+    sources = []
+    for item in data:
+        if isinstance(item, dict) and isinstance(item.get("url"), str):
+            url = item["url"]
+            if urlsplit(url).scheme not in ("http", "https"):
+                continue
+            sources.append(
+                {
+                    "url": url,
+                    "title": str(item.get("title") or url)[:300],
+                    "snippet": str(item.get("snippet") or item.get("content") or "")[:400],
+                    "host": urlsplit(url).hostname or "",
+                }
+            )
+    return sources
+
+
+def card_context(card: ToolCard, turn_uuid: str) -> dict:
+    """What tool_card.html needs: arguments decoded, and a view of the result fitted to the tool."""
+    args = _parse_json(card.arguments)
+    args = args if isinstance(args, dict) else {}
+    view = {"kind": "text"}
+    name = card.name
+    if name == "python" and "code" in args:
+        view = {"kind": "python", "code_html": render_markdown(f"```python\n{args['code']}\n```")}
+    elif name in ("web_search", "search"):
+        view = {"kind": "search", "query": str(args.get("query", "")), "sources": search_sources(card.result)}
+    elif name == "browse":
+        url = str(args.get("url", ""))
+        view = {"kind": "browse", "url": url if urlsplit(url).scheme in ("http", "https") else ""}
+    if args:
+        label = next(iter(args.values()))
+        label = label if isinstance(label, str) else json.dumps(label, ensure_ascii=False)
+    else:
+        label = card.arguments
+    return {
+        "card": card,
+        "turn_uuid": turn_uuid,
+        "view": view,
+        "label": label[:160],
+        "args_pretty": json.dumps(args, ensure_ascii=False, indent=2) if args else card.arguments,
+        "duration": f"{card.duration_ms / 1000:.1f} s" if card.duration_ms else "",
+        "finished": card.status in ("done", "error", "cancelled"),
+    }
+
+
+class TurnProjection:
+    """The browser's view of one turn, and the fragments that bring a browser from one state to the next."""
+
+    def __init__(self, turn_uuid: str, started: datetime | None = None, status: str = "queued"):
+        self.uuid = str(turn_uuid)
+        self.started = started
+        self.status = status
+        self.seq = 0
+        self.items: list[Segment | ToolCard] = []
+        self.cards: dict[str, ToolCard] = {}
+        self.current: Segment | None = None
+        self.content_parts: list[str] = []
+        self.step_content_from = 0  # where the current step's content starts in content_parts
+        self.error = ""
+        self.thought_s: int | None = None
+        self.sources: dict[str, dict] = {}
+        self.ops: list[list] = []  # [kind, target, html] with kind append | replace | inner
+        self.answer_dirty = False
+        self.t_created = time.monotonic()
+
+    # -- folding events -------------------------------------------------------------------------
+
+    @property
+    def content(self) -> str:
+        return "".join(self.content_parts)
+
+    @property
+    def tool_count(self) -> int:
+        return len(self.cards)
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("queued", "running")
+
+    def apply(self, event: dict) -> None:
+        kind = event.get("type")
+        seq = event.get("seq")
+        if isinstance(seq, int) and seq > self.seq:
+            self.seq = seq
+        if kind == "turn.started":
+            self.status = "running"
+            self._replace_status()
+        elif kind == "reasoning.delta":
+            self._append_thinking(event.get("text", ""))
+        elif kind == "content.delta":
+            self._append_content(event.get("text", ""))
+        elif kind == "step.started":
+            self.current = None
+            self.step_content_from = len(self.content_parts)
+        elif kind == "step.finished":
+            if event.get("finish_reason") == "tool_calls":
+                self._move_step_content_to_trace()
+        elif kind == "tool.started":
+            self._tool_started(event)
+        elif kind == "tool.arguments":
+            card = self.cards.get(event.get("call_id", ""))
+            if card is not None:
+                card.arguments += event.get("delta", "")
+                self._op("append", f"args-{self.uuid}-{card.k}", render_plain(event.get("delta", "")))
+        elif kind in ("tool.running", "tool.finished"):
+            self._tool_update(event, kind)
+        elif kind == "turn.finished":
+            self._finished(event)
+
+    def _op(self, kind: str, target: str, fragment: str) -> None:
+        last = self.ops[-1] if self.ops else None
+        if last and last[1] == target and last[0] == kind == "append":
+            last[2] += fragment
+        elif last and last[1] == target and last[0] == kind == "replace":
+            last[2] = fragment
+        else:
+            self.ops.append([kind, target, fragment])
+
+    def _append_thinking(self, text: str, kind: str = "think") -> None:
+        if not text:
+            return
+        if self.current is None or self.current.kind != kind:
+            self.current = Segment(n=len(self.items) + 1, kind=kind)
+            self.items.append(self.current)
+            self.current.parts.append(text)
+            self._op("append", f"trace-{self.uuid}", self._segment_html(self.current))
+            self._replace_summary()
+        else:
+            self.current.parts.append(text)
+            self._op("append", f"seg-{self.uuid}-{self.current.n}", render_plain(text))
+
+    def _append_content(self, text: str) -> None:
+        if not text:
+            return
+        first = not self.content_parts
+        self.content_parts.append(text)
+        self.current = None
+        self.answer_dirty = True
+        if first and self.thought_s is None:
+            self.thought_s = self._elapsed()
+            self._replace_summary(collapse=True)
+
+    def _move_step_content_to_trace(self) -> None:
+        """Text the model wrote before calling tools is part of the trace, not the answer."""
+        said = "".join(self.content_parts[self.step_content_from :])
+        if said.strip():
+            del self.content_parts[self.step_content_from :]
+            self.answer_dirty = True
+            self.current = None
+            self._append_thinking(said, kind="say")
+            self.current = None
+            if not self.content_parts:
+                self.thought_s = None
+                self._replace_summary()
+
+    def _tool_started(self, event: dict) -> None:
+        call_id = event.get("call_id", "")
+        if call_id in self.cards:
+            return
+        card = ToolCard(k=len(self.items) + 1, call_id=call_id, name=event.get("name", ""))
+        self.cards[call_id] = card
+        self.items.append(card)
+        self.current = None
+        self._op("append", f"trace-{self.uuid}", self._card_html(card))
+        self._replace_summary()
+
+    def _tool_update(self, event: dict, kind: str) -> None:
+        call_id = event.get("call_id", "")
+        if call_id not in self.cards:
+            self._tool_started(event)
+        card = self.cards[call_id]
+        card.name = event.get("name") or card.name
+        card.arguments = event.get("arguments") or card.arguments
+        if kind == "tool.running":
+            card.status = "running"
+        else:
+            card.status = event.get("status", "done")
+            card.result = event.get("result", "")
+            card.error = event.get("error", "")
+            card.duration_ms = int(event.get("duration_ms") or 0)
+            for source in card_context(card, self.uuid)["view"].get("sources", []):
+                self.sources.setdefault(source["url"], source)
+            if card.name == "browse":
+                url = str((_parse_json(card.arguments) or {}).get("url", ""))
+                if urlsplit(url).scheme in ("http", "https"):
+                    self.sources.setdefault(url, {"url": url, "title": url, "host": urlsplit(url).hostname})
+        self._op("replace", f"tool-{self.uuid}-{card.k}", self._card_html(card))
+        self._replace_summary()
+
+    def _finished(self, event: dict) -> None:
+        self.status = event.get("status", "done")
+        self.error = event.get("error", "")
+        final = event.get("content")
+        if final and final != self.content:
+            self.content_parts = [final]
+            self.answer_dirty = True
+        if self.thought_s is None:
+            self.thought_s = self._elapsed()
+        self.current = None
+        self._replace_summary(collapse=bool(self.content_parts))
+        self._op("replace", f"sources-{self.uuid}", self._render("chat/partials/sources.html"))
+        self._op("replace", f"err-{self.uuid}", self._render("chat/partials/turn_error.html"))
+        self._replace_status()
+
+    def _elapsed(self) -> int:
+        if self.started is not None:
+            return max(0, int((timezone.now() - self.started).total_seconds()))
+        return int(time.monotonic() - self.t_created)
+
+    # -- HTML -----------------------------------------------------------------------------------
+
+    def _context(self, **extra) -> dict:
+        return {"p": self, "turn_uuid": self.uuid, **extra}
+
+    def _render(self, template: str, **extra) -> str:
+        return render_to_string(template, self._context(**extra))
+
+    def _segment_html(self, seg: Segment) -> str:
+        return f'<div class="seg seg-{seg.kind}" id="seg-{self.uuid}-{seg.n}">{render_plain(seg.text)}</div>'
+
+    def _card_html(self, card: ToolCard) -> str:
+        return render_to_string("chat/partials/tool_card.html", card_context(card, self.uuid))
+
+    def _replace_summary(self, collapse: bool = False) -> None:
+        self._op("replace", f"sum-{self.uuid}", self._render("chat/partials/summary.html", collapse=collapse))
+
+    def _replace_status(self) -> None:
+        self._op("replace", f"status-{self.uuid}", self._render("chat/partials/turn_status.html"))
+
+    def summary_label(self) -> str:
+        if self.thought_s is None and self.running:
+            label = "Thinking…" if any(isinstance(i, Segment) for i in self.items) else "Working…"
+        elif self.thought_s is not None:
+            label = f"Thought for {self.thought_s} s"
+        else:
+            label = "Thought"
+        if self.cards:
+            label += f" · {self.tool_count} tool call{'s' if self.tool_count != 1 else ''}"
+            if self.tool_count > MANY_TOOL_CALLS:
+                counts: dict[str, int] = {}
+                for card in self.cards.values():
+                    counts[card.name] = counts.get(card.name, 0) + 1
+                label += " (" + ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) + ")"
+        return label
+
+    def answer_html(self) -> str:
+        return render_markdown(self.content)
+
+    def segment_items(self):
+        """Items tagged for the template: ('seg', Segment, html) or ('card', card context)."""
+        for item in self.items:
+            if isinstance(item, Segment):
+                yield {"seg": item, "text_html": render_plain(item.text)}
+            else:
+                yield {"card_html": self._card_html(item)}
+
+    def take_frame(self) -> str:
+        """The pending operations as one WebSocket message of htmx OOB swaps ('' when none)."""
+        if self.answer_dirty:
+            self.answer_dirty = False
+            self._op("inner", f"answer-{self.uuid}", self.answer_html())
+        if not self.ops:
+            return ""
+        out = []
+        for kind, target, fragment in self.ops:
+            if kind == "append":
+                out.append(f'<div hx-swap-oob="beforeend:#{target}">{fragment}</div>')
+            elif kind == "inner":
+                out.append(f'<div id="{target}" hx-swap-oob="innerHTML">{fragment}</div>')
+            else:
+                out.append(fragment)
+        self.ops = []
+        out.append(f'<span class="seq" id="seq-{self.uuid}" data-seq="{self.seq}" hidden></span>')
+        return "".join(out)
+
+    def discard_frame(self) -> None:
+        self.ops = []
+        self.answer_dirty = False
+
+    def render_full(self, **extra) -> str:
+        self.discard_frame()
+        return self._render("chat/partials/turn.html", **extra)
+
+
+def events_from_db(turn) -> list[dict]:
+    """Rebuild a turn's events from its Postgres rows (the stream expired or Redis lost it)."""
+    events: list[dict] = [{"type": "turn.started", "thinking": turn.thinking, "model": turn.model}]
+    steps = list(turn.step_rows.prefetch_related("tool_calls"))
+    answer = getattr(turn, "answer", None) if hasattr(turn, "answer") else None
+    for i, step in enumerate(steps):
+        events.append({"type": "step.started", "index": step.index})
+        if step.reasoning:
+            events.append({"type": "reasoning.delta", "text": step.reasoning})
+        is_last = i == len(steps) - 1
+        if step.content and not is_last and step.tool_calls.exists():
+            events.append({"type": "content.delta", "text": step.content})
+        elif step.content and answer is None:
+            events.append({"type": "content.delta", "text": step.content})
+        for call in step.tool_calls.all():
+            duration = 0
+            if call.finished and call.started:
+                duration = int((call.finished - call.started).total_seconds() * 1000)
+            base = {"call_id": call.call_id, "name": call.name, "arguments": call.arguments}
+            events.append({"type": "tool.started", **base, "index": call.index})
+            if call.status == "running":
+                events.append({"type": "tool.running", **base})
+            else:
+                events.append(
+                    {
+                        "type": "tool.finished",
+                        **base,
+                        "result": call.result,
+                        "status": call.status,
+                        "error": call.error,
+                        "duration_ms": duration,
+                    }
+                )
+        events.append(
+            {"type": "step.finished", "index": step.index, "finish_reason": step.finish_reason or ""}
+        )
+    if answer is not None and answer.content:
+        events.append({"type": "content.delta", "text": answer.content})
+    if turn.is_finished:
+        events.append(
+            {
+                "type": "turn.finished",
+                "status": turn.status,
+                "error": turn.error,
+                "content": answer.content if answer is not None else "",
+            }
+        )
+    return events
+
+
+def thought_seconds_from_db(turn) -> int | None:
+    """How long the model worked before answering, from checkpoint times (best effort)."""
+    if not turn.started:
+        return None
+    end = turn.finished
+    last = turn.step_rows.order_by("-index").first()
+    if last is not None and turn.steps > 1 and last.started:
+        end = last.started
+    if end is None:
+        return None
+    return max(0, int((end - turn.started).total_seconds()))
+
+
+def project_from_db(turn) -> TurnProjection:
+    """The projection of a turn built from Postgres alone."""
+    projection = TurnProjection(str(turn.uuid), started=turn.started, status=turn.status)
+    for event in events_from_db(turn):
+        projection.apply(event)
+    if turn.is_finished:
+        projection.thought_s = thought_seconds_from_db(turn) if projection.items else projection.thought_s
+    projection.status = turn.status
+    projection.discard_frame()
+    return projection

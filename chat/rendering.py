@@ -1,0 +1,120 @@
+"""The one markdown renderer: model, tool and user text in, safe HTML out.
+
+markdown-it-py (CommonMark + tables + strikethrough + `$math$`) with pygments highlighting; math
+becomes `<span class="math">`/`<div class="math">` holding escaped TeX that KaTeX renders in the
+browser. Every result goes through nh3 with an allowlist, so nothing a model, a tool or a user
+wrote can add a script, an event handler or a foreign-origin link without `rel="noopener nofollow"`.
+"""
+
+from __future__ import annotations
+
+import html
+
+import nh3
+from markdown_it import MarkdownIt
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name
+from pygments.util import ClassNotFound
+
+_FORMATTER = HtmlFormatter(nowrap=True, classprefix="")
+
+ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "code", "del", "details", "div", "em", "h1", "h2", "h3",
+    "h4", "h5", "h6", "hr", "i", "kbd", "li", "ol", "p", "pre", "s", "span", "strong", "sub",
+    "summary", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "code": {"class"},
+    "div": {"class"},
+    "pre": {"class", "data-lang"},
+    "span": {"class"},
+    "td": {"style"},
+    "th": {"style"},
+    "ol": {"start"},
+}
+# Table alignment is the only inline style markdown produces; keep it and nothing else.
+_ALIGN_STYLES = {"text-align:left", "text-align:right", "text-align:center"}
+
+
+def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
+    if attr == "style":
+        return value if value.replace(" ", "") in _ALIGN_STYLES else None
+    if attr == "class":
+        # Only our own classes (pygments tokens are short, math and language markers are prefixed).
+        kept = [c for c in value.split() if len(c) <= 24 and c.replace("-", "").replace("_", "").isalnum()]
+        return " ".join(kept) or None
+    return value
+
+
+def sanitize(fragment: str) -> str:
+    """Clean HTML with the allowlist; links get `rel="noopener nofollow"`."""
+    return nh3.clean(
+        fragment,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        attribute_filter=_attribute_filter,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener nofollow",
+        strip_comments=True,
+    )
+
+
+def _highlight(code: str, lang: str, _attrs) -> str:
+    try:
+        lexer = get_lexer_by_name(lang) if lang else None
+    except ClassNotFound:
+        lexer = None
+    if lexer is None:
+        return html.escape(code)
+    return highlight(code, lexer, _FORMATTER)
+
+
+def _math_inline(self, tokens, idx, options, env) -> str:
+    return f'<span class="math math-inline">{html.escape(tokens[idx].content)}</span>'
+
+
+def _math_inline_display(self, tokens, idx, options, env) -> str:
+    return f'<span class="math math-display">{html.escape(tokens[idx].content)}</span>'
+
+
+def _math_block(self, tokens, idx, options, env) -> str:
+    return f'<div class="math math-display">{html.escape(tokens[idx].content)}</div>\n'
+
+
+def _build() -> MarkdownIt:
+    md = (
+        MarkdownIt("commonmark", {"html": False, "linkify": False, "highlight": _highlight})
+        .enable(["table", "strikethrough"])
+        .use(dollarmath_plugin, allow_space=False, double_inline=True)
+    )
+    md.add_render_rule("math_inline", _math_inline)
+    md.add_render_rule("math_inline_double", _math_inline_display)
+    md.add_render_rule("math_block", _math_block)
+    md.add_render_rule("math_block_label", _math_block)
+    return md
+
+
+_MD = _build()
+
+
+def render_markdown(text: str) -> str:
+    """Markdown → sanitized HTML (raw HTML in the source is shown as text, then everything is cleaned)."""
+    if not text:
+        return ""
+    return sanitize(_MD.render(text))
+
+
+def render_plain(text: str) -> str:
+    """Plain text → escaped HTML; newlines are kept by CSS (`white-space: pre-wrap`)."""
+    return html.escape(text or "", quote=False)
+
+
+def pygments_css() -> str:
+    """The highlight stylesheet (light; dark for the dark theme and for a dark system theme)."""
+    light = HtmlFormatter(style="friendly", classprefix="").get_style_defs(".md pre")
+    dark = HtmlFormatter(style="monokai", classprefix="").get_style_defs('[data-theme="dark"] .md pre')
+    system = HtmlFormatter(style="monokai", classprefix="").get_style_defs('[data-theme="system"] .md pre')
+    return f"{light}\n{dark}\n@media (prefers-color-scheme: dark) {{\n{system}\n}}\n"

@@ -1,0 +1,31 @@
+"""Fixtures for the chat page tests (helpers live in chat_fixtures.py)."""
+
+import pytest
+import redis as redis_lib
+from chat_fixtures import EventPublisher
+from django.conf import settings
+
+
+@pytest.fixture
+def publisher():
+    made = []
+
+    def make(turn) -> EventPublisher:
+        pub = EventPublisher(turn)
+        made.append(pub)
+        return pub
+
+    yield make
+    for pub in made:
+        pub.drop_stream()
+        pub.redis.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Rate-limit counters are per user id, and ids restart with each test database."""
+    client = redis_lib.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    for key in client.scan_iter("chat:ratelimit:*"):
+        client.delete(key)
+    yield
+    client.close()
