@@ -16,6 +16,12 @@ from chat.models import Conversation, Message, Step, ToolCall, Turn
 _counter = itertools.count()
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # PBKDF2 costs about a second per user on this machine; these tests sign in with force_login.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def staff_user(db):
     return get_user_model().objects.create_superuser("operator", "operator@example.org", "s3cret-pass-123")
