@@ -7,6 +7,7 @@ persists steps can rebuild it and resume from the next step.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
@@ -21,6 +22,17 @@ from .context import estimate_tokens, fit_context
 from .tools import TOOLS, Tool, ToolContext, ToolError, ToolResult, truncate
 
 log = logging.getLogger(__name__)
+
+
+def system_prompt(today: datetime.date | None = None) -> str:
+    today = today or datetime.date.today()
+    return (
+        f"You are kimiweb, a careful research assistant. Today is {today.isoformat()}. Think step by step. "
+        "Use the tools when they help: web_search to find sources, browse to read a page, python to "
+        "compute. Check important facts in more than one source, cite the URLs you relied on, and say "
+        "plainly when you could not find something."
+    )
+
 
 WRAP_UP_NOTE = (
     "[system] You have reached the limit of tool use for this answer. Do not call tools; write your "

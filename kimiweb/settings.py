@@ -112,6 +112,12 @@ AGENT_MAX_TURN_TOKENS = env.int("AGENT_MAX_TURN_TOKENS", default=2_000_000)
 AGENT_MAX_TURN_SECONDS = env.int("AGENT_MAX_TURN_SECONDS", default=3600)
 AGENT_CONTEXT_TOKENS = env.int("AGENT_CONTEXT_TOKENS", default=32768)
 AGENT_TOOL_RESULT_CHARS = env.int("AGENT_TOOL_RESULT_CHARS", default=8000)
+# A worker renews its lease on a running turn every third of this; a turn whose lease lapses is
+# resumed by another worker. Each turn's event stream keeps at most this many entries and expires
+# this long after the turn ends.
+AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=60)
+AGENT_EVENTS_MAXLEN = env.int("AGENT_EVENTS_MAXLEN", default=100_000)
+AGENT_EVENTS_TTL = env.int("AGENT_EVENTS_TTL", default=24 * 3600)
 
 # Tools.
 SEARCH_BACKEND = env("SEARCH_BACKEND", default="local")  # local | searxng | brave | tavily
