@@ -16,7 +16,8 @@ import torch
 
 from inference.engine.tokenizer import EngineTokenizer
 from inference.models import build_model
-from inference.models.moe import dequantize_pack_quantized
+from inference.models.moe import quant_group_size
+from inference.quant import dequantize
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ def _load_hf_dir(path: Path, dtype: torch.dtype) -> LoadedModel:
                     parts = pending.setdefault(base, {})
                     parts[suffix] = tensor
                     if "weight_packed" in parts and "weight_scale" in parts:
-                        weight = dequantize_pack_quantized(parts["weight_packed"], parts["weight_scale"])
-                        model.load_weight(f"{base}.weight", weight.to(dtype))
+                        weight = dequantize(
+                            parts["weight_packed"], parts["weight_scale"], quant_group_size(cfg), dtype=dtype
+                        )
+                        model.load_weight(f"{base}.weight", weight)
                         del pending[base]
                     continue
                 if not model.load_weight(name, tensor):

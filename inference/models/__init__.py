@@ -17,12 +17,9 @@ def model_class(cfg: dict):
         "MixtralForCausalLM": MixtralForCausalLM,
         "Qwen3MoeForCausalLM": Qwen3MoeForCausalLM,
     }
-    try:
-        from inference.models.deepseek_v3 import DeepseekV3ForCausalLM
+    from inference.models.deepseek_v3 import DeepseekV3ForCausalLM
 
-        families["DeepseekV3ForCausalLM"] = families["KimiK2ForCausalLM"] = DeepseekV3ForCausalLM
-    except ImportError:
-        pass
+    families["DeepseekV3ForCausalLM"] = families["KimiK2ForCausalLM"] = DeepseekV3ForCausalLM
     for arch in cfg.get("architectures") or ["LlamaForCausalLM"]:
         if arch in families:
             return families[arch]

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference.kernels import select_experts_softmax
 from inference.models.layers import ForwardBatch, RMSNorm, RotaryEmbedding, paged_attention
-from inference.models.moe import RoutedExperts, select_experts_softmax
+from inference.models.moe import RoutedExperts, quant_group_size
 
 
 class Attention(nn.Module):
@@ -64,7 +65,7 @@ class SparseMoE(nn.Module):
         self.renormalize = cfg.get("norm_topk_prob", True)
         intermediate = cfg.get("moe_intermediate_size") or cfg["intermediate_size"]
         self.gate = nn.Linear(hidden, self.num_experts, bias=False)
-        self.experts = RoutedExperts(self.num_experts, hidden, intermediate, dtype)
+        self.experts = RoutedExperts(self.num_experts, hidden, intermediate, dtype, quant_group_size(cfg))
 
     def forward(self, x):
         shape = x.shape

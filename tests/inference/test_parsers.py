@@ -1,0 +1,151 @@
+"""Kimi K2 output parsing: reasoning and tool calls come out the same however the text is chunked."""
+
+import json
+
+import pytest
+
+from inference.server.parsers import (
+    KimiK2ReasoningDetector,
+    KimiK2ToolCallDetector,
+    ToolCallArguments,
+    ToolCallStart,
+)
+
+SECTION = "<|tool_calls_section_begin|>"
+END_SECTION = "<|tool_calls_section_end|>"
+
+
+def call(id_, args):
+    return f"<|tool_call_begin|>{id_}<|tool_call_argument_begin|>{args}<|tool_call_end|>"
+
+
+def parse(text: str, chunks: list[str] | None = None, in_reasoning: bool = False):
+    """Run both detectors over `chunks` (default: the whole text at once) like the server does."""
+    reasoning_parser, tool_parser = KimiK2ReasoningDetector(in_reasoning), KimiK2ToolCallDetector()
+    reasoning, content, starts, fragments = [], [], [], {}
+
+    def route(events):
+        for ev in events:
+            if isinstance(ev, str):
+                content.append(ev)
+            elif isinstance(ev, ToolCallStart):
+                starts.append((ev.index, ev.id, ev.name))
+                fragments[ev.index] = ""
+            else:
+                assert isinstance(ev, ToolCallArguments)
+                assert ev.index in fragments, "arguments before their call started"
+                fragments[ev.index] += ev.fragment
+
+    for piece in chunks if chunks is not None else [text]:
+        r, c = reasoning_parser.feed(piece)
+        reasoning.append(r)
+        route(tool_parser.feed(c))
+    r, c = reasoning_parser.finish()
+    reasoning.append(r)
+    route(tool_parser.feed(c))
+    route(tool_parser.finish())
+    calls = [(id_, name, fragments[i]) for i, id_, name in starts]
+    return "".join(reasoning), "".join(content), calls, content
+
+
+CASES = {
+    "no tool calls": (
+        "<think>I know this.</think>Paris is the capital.",
+        ("I know this.", "Paris is the capital.", []),
+    ),
+    "one call, thinking ends at the section": (
+        "<think>Need data." + SECTION + call("functions.web_search:0", '{"query": "x"}') + END_SECTION,
+        ("Need data.", "", [("functions.web_search:0", "web_search", '{"query": "x"}')]),
+    ),
+    "several calls with text before the section": (
+        "<think>plan</think>Let me check. "
+        + SECTION
+        + call("functions.web_search:0", '{"query": "a <b> & c"}')
+        + call("functions.browse:1", '{"url": "https://e.com/?q=1"}')
+        + call("functions.python:2", '{"code": "print(\'}\')"}')
+        + END_SECTION,
+        (
+            "plan",
+            "Let me check. ",
+            [
+                ("functions.web_search:0", "web_search", '{"query": "a <b> & c"}'),
+                ("functions.browse:1", "browse", '{"url": "https://e.com/?q=1"}'),
+                ("functions.python:2", "python", '{"code": "print(\'}\')"}'),
+            ],
+        ),
+    ),
+    "malformed JSON is passed through raw": (
+        f"<think>x</think>{SECTION}{call('functions.web_search:0', '{query: oops')}{END_SECTION}",
+        ("x", "", [("functions.web_search:0", "web_search", "{query: oops")]),
+    ),
+    "unicode and text that merely looks like markers": (
+        "<think>日本語 < think > <|im not a token</think>Ünïcødé <|tool_call and <thinker>",
+        ("日本語 < think > <|im not a token", "Ünïcødé <|tool_call and <thinker>", []),
+    ),
+    "a bare call id gets a functions.NAME:IDX id": (
+        f"{SECTION}{call('get_weather', '{}')}{END_SECTION}",
+        ("", "", [("functions.get_weather:0", "get_weather", "{}")]),
+    ),
+    "singular section markers of other Kimi K2 releases": (
+        f"<|tool_call_section_begin|>{call('functions.f:0', '[]')}<|tool_call_section_end|>",
+        ("", "", [("functions.f:0", "f", "[]")]),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_whole_output_parses_into_reasoning_content_and_calls(name):
+    text, (reasoning, content, calls) = CASES[name]
+    assert parse(text)[:3] == (reasoning, content, calls)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_split_at_every_byte_boundary_gives_the_same_result(name):
+    text, expected = CASES[name]
+    raw = text.encode()
+    for cut in range(1, len(raw)):
+        # Detokenizers never emit half a UTF-8 character; cut at the nearest character boundary.
+        head = raw[:cut].decode("utf-8", errors="ignore")
+        chunks = [head, text[len(head) :]]
+        assert parse(text, chunks)[:3] == expected, f"split at byte {cut}"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_character_by_character_streaming_never_leaks_a_marker_into_content(name):
+    text, expected = CASES[name]
+    reasoning, content, calls, pieces = parse(text, list(text))
+    assert (reasoning, content, calls) == expected
+    for marker in ("<think>", "</think>", SECTION, END_SECTION, "<|tool_call_begin|>", "<|tool_call_end|>"):
+        assert all(marker not in piece for piece in pieces)
+
+
+def test_reasoning_starts_open_when_the_prompt_ended_with_think():
+    reasoning, content, calls, _ = parse("", ["Let me ", "think.</th", "ink>Answer."], in_reasoning=True)
+    assert (reasoning, content, calls) == ("Let me think.", "Answer.", [])
+
+
+def test_a_call_cut_short_by_max_tokens_reports_its_raw_arguments():
+    text = (
+        f"{SECTION}<|tool_call_begin|>functions.web_search:0<|tool_call_argument_begin|>"
+        + '{"query": "unfini'
+    )
+    assert parse(text)[2] == [("functions.web_search:0", "web_search", '{"query": "unfini')]
+
+
+def test_arguments_stream_in_fragments_that_join_to_valid_json():
+    args = json.dumps({"query": "kimi k2 thinking", "n": 3})
+    text = f"{SECTION}{call('functions.web_search:0', args)}{END_SECTION}"
+    parser = KimiK2ToolCallDetector()
+    events = []
+    for i in range(0, len(text), 5):
+        events += parser.feed(text[i : i + 5])
+    events += parser.finish()
+    assert isinstance(events[0], ToolCallStart)
+    fragments = [e.fragment for e in events if isinstance(e, ToolCallArguments)]
+    assert len(fragments) > 1
+    assert json.loads("".join(fragments)) == {"query": "kimi k2 thinking", "n": 3}
+    assert parser.has_calls
+
+
+def test_text_after_the_section_is_content():
+    assert parse(f"{SECTION}{call('functions.f:0', '{}')}{END_SECTION} done")[1] == " done"

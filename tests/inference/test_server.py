@@ -1,0 +1,194 @@
+"""The OpenAI-compatible API, driven by the official `openai` client against a live server process.
+
+The model is a real checkpoint on disk in Kimi format whose greedy output is scripted (see
+inference_servers.write_scripted_kimi_model): thinking on → reasoning, then a web_search tool call;
+thinking off → a direct answer."""
+
+import json
+
+import httpx
+import openai
+import pytest
+from inference_servers import serve, write_scripted_kimi_model
+
+USER = [{"role": "user", "content": "What is Kimi K2?"}]
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    model = write_scripted_kimi_model(tmp_path_factory.mktemp("models") / "scripted-kimi")
+    with serve(model, "--dtype", "float32", "--kv-cache-tokens", "4096") as url:
+        yield url
+
+
+@pytest.fixture
+def client(base_url):
+    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
+
+
+def test_models_lists_the_served_name_and_the_default_alias(client):
+    assert [m.id for m in client.models.list().data] == ["scripted-kimi", "default"]
+
+
+def test_health_reports_ok(base_url):
+    body = httpx.get(base_url.removesuffix("/v1") + "/health").json()
+    assert body["status"] == "ok" and body["running"] == 0
+
+
+def test_stream_sends_reasoning_before_tool_call_deltas_and_usage_last(client):
+    stream = client.chat.completions.create(
+        model="default",
+        messages=USER,
+        tools=[{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}],
+        stream=True,
+        temperature=0,
+        stream_options={"include_usage": True},
+        extra_body={"chat_template_kwargs": {"thinking": True}},
+    )
+    kinds, reasoning, content, calls, finish, usage = [], "", "", [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        if getattr(delta, "reasoning_content", None):
+            reasoning += delta.reasoning_content
+            kinds.append("reasoning")
+        if delta.content:
+            content += delta.content
+            kinds.append("content")
+        for tc in delta.tool_calls or []:
+            calls.append(tc)
+            kinds.append("tool")
+        finish = chunk.choices[0].finish_reason or finish
+    assert reasoning == "The user wants facts. I will search."
+    assert content == ""
+    assert kinds.index("tool") > max(i for i, k in enumerate(kinds) if k == "reasoning")
+    first = calls[0]
+    assert (first.index, first.id, first.function.name, first.function.arguments) == (
+        0,
+        "functions.web_search:0",
+        "web_search",
+        "",
+    )
+    assert all(tc.id is None and tc.index == 0 for tc in calls[1:])
+    assert json.loads("".join(tc.function.arguments for tc in calls[1:])) == {"query": "kimi k2"}
+    assert finish == "tool_calls"
+    assert usage.completion_tokens == 9 and usage.prompt_tokens > 10
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_non_streaming_tool_call_message(client):
+    reply = client.chat.completions.create(model="scripted-kimi", messages=USER, temperature=0)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.reasoning_content == "The user wants facts. I will search."
+    (tool_call,) = choice.message.tool_calls
+    assert tool_call.id == "functions.web_search:0"
+    assert tool_call.function.name == "web_search"
+    assert json.loads(tool_call.function.arguments) == {"query": "kimi k2"}
+    assert reply.usage.completion_tokens == 9
+
+
+def test_thinking_off_answers_directly_without_reasoning(client):
+    stream = client.chat.completions.create(
+        model="default",
+        messages=USER,
+        stream=True,
+        temperature=0,
+        extra_body={"chat_template_kwargs": {"thinking": False}},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the scripted model."
+    assert not any(getattr(c.choices[0].delta, "reasoning_content", None) for c in chunks if c.choices)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_a_tool_round_trip_conversation_renders_and_runs(client):
+    messages = USER + [
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "I will search.",
+            "tool_calls": [
+                {
+                    "id": "functions.web_search:0",
+                    "type": "function",
+                    "function": {"name": "web_search", "arguments": '{"query": "kimi k2"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "functions.web_search:0", "content": "Kimi K2 is a model."},
+    ]
+    reply = client.chat.completions.create(
+        model="default",
+        messages=messages,
+        temperature=0,
+        extra_body={"chat_template_kwargs": {"thinking": False}},
+    )
+    assert reply.choices[0].message.content == "Hello from the scripted model."
+
+
+def test_max_tokens_cuts_with_finish_reason_length(client):
+    reply = client.chat.completions.create(model="default", messages=USER, temperature=0, max_tokens=2)
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 2
+
+
+def test_stop_string_ends_the_answer_before_it(client):
+    reply = client.chat.completions.create(
+        model="default",
+        messages=USER,
+        temperature=0,
+        stop=[" from"],
+        extra_body={"chat_template_kwargs": {"thinking": False}},
+    )
+    assert reply.choices[0].message.content == "Hello"
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_unknown_model_is_an_openai_style_404(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-nope", messages=USER)
+    assert err.value.body["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"temperature": -1}, {"top_p": 0}, {"max_tokens": 0}, {"n": 2}, {"messages": []}],
+    ids=["temperature", "top_p", "max_tokens", "n", "no messages"],
+)
+def test_invalid_parameters_are_400_with_a_message(client, params):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(**{"model": "default", "messages": USER, **params})
+    assert err.value.body["type"] == "invalid_request_error" and err.value.body["message"]
+
+
+def test_a_prompt_longer_than_the_context_is_400(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": "x" * 5000}])
+    assert err.value.body["code"] == "context_length_exceeded"
+
+
+def test_malformed_json_body_is_400(base_url):
+    response = httpx.post(
+        base_url + "/chat/completions",
+        content=b'{"model": "default", "messages": [',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_metrics_exposes_engine_gauges(base_url):
+    text = httpx.get(base_url.removesuffix("/v1") + "/metrics").text
+    for name in (
+        "kimiweb_time_to_first_token_seconds",
+        "kimiweb_running_requests",
+        "kimiweb_waiting_requests",
+        "kimiweb_prefix_cache_hit_rate",
+        "kimiweb_generated_tokens_total",
+    ):
+        assert name in text
