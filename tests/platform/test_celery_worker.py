@@ -1,0 +1,39 @@
+"""Celery: the app's settings for long agent turns, and a real round trip through a worker on the real Redis broker."""
+
+import uuid
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings
+
+from kimiweb.celery import app
+
+
+@app.task(name="tests.platform.multiply")
+def multiply(a: int, b: int) -> int:
+    return a * b
+
+
+def test_agent_turns_are_acknowledged_late_and_survive_a_lost_worker():
+    assert app.conf.task_default_queue == "agent"
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    # Redis redelivers an unacknowledged task after the visibility timeout: it must outlast the longest turn.
+    assert app.conf.broker_transport_options["visibility_timeout"] > settings.AGENT_MAX_TURN_SECONDS
+
+
+def test_the_broker_and_results_are_the_configured_redis():
+    assert app.conf.broker_url == settings.CELERY_BROKER_URL
+    assert app.conf.broker_url.startswith("redis://")
+    assert app.conf.result_backend.startswith("redis://")
+
+
+@pytest.mark.timeout(60)
+def test_a_task_round_trips_through_a_real_worker():
+    # A queue of its own, so a `make run` worker on the same Redis cannot take the task.
+    queue = f"platform-test-{uuid.uuid4().hex[:8]}"
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=20):
+        result = multiply.apply_async((6, 7), queue=queue)
+        assert result.get(timeout=30) == 42
+        assert result.status == "SUCCESS"
