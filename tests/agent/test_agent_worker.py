@@ -1,0 +1,230 @@
+"""The worker side of a turn, in process: claiming, rows in Postgres, events in Redis and Channels."""
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from scripted_model import Reply, ScriptedModelServer
+
+from agent import control, store
+from agent.client import ModelClient
+from agent.events import group_name, stream_key
+from agent.tasks import execute_turn
+from chat.models import Message, Step, ToolCall, Turn
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
+
+
+def steps_done(body):
+    """How many steps of this turn the request already contains (the scripted model's position)."""
+    msgs = body["messages"]
+    last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+    return sum(1 for m in msgs[last_user:] if m["role"] == "assistant")
+
+
+def stream_events(client, turn):
+    return [json.loads(fields[b"e"]) for _, fields in client.xrange(stream_key(turn.uuid))]
+
+
+def two_step_script(body, n):
+    if steps_done(body) == 0:
+        code = json.dumps({"code": "print(6 * 7)"})
+        return Reply(reasoning="I should compute.", content="Computing.", tool_calls=[("python", code)])
+    return Reply(reasoning="It printed 42.", content="The answer is **42**.")
+
+
+def test_a_turn_leaves_a_complete_trace_in_postgres_and_every_event_in_the_stream(agent_redis, make_turn):
+    turn = make_turn()
+    group = group_name(turn.conversation.uuid)
+    layer_messages = []
+
+    async def listen_until_finished(ready):
+        from channels.layers import channel_layers
+
+        layer = channel_layers.make_backend("default")
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        ready.set()
+        while True:
+            message = await asyncio.wait_for(layer.receive(channel), timeout=30)
+            layer_messages.append(message)
+            if message["event"]["type"] == "turn.finished":
+                break
+        await layer.close_pools()
+
+    ready = threading.Event()
+    listener = threading.Thread(target=lambda: asyncio.run(listen_until_finished(ready)))
+    listener.start()
+    ready.wait(10)
+    with ScriptedModelServer(two_step_script) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    listener.join(30)
+
+    turn.refresh_from_db()
+    assert turn.status == "done" and turn.steps == 2 and turn.finished and turn.error == ""
+    assert turn.tokens_in > 0 and turn.tokens_out > 0 and turn.lease_expires is None
+    steps = list(Step.objects.filter(turn=turn).order_by("index"))
+    assert [(s.index, s.finish_reason) for s in steps] == [(0, "tool_calls"), (1, "stop")]
+    assert steps[0].reasoning == "I should compute." and steps[0].content == "Computing."
+    assert all(s.finished for s in steps) and steps[1].usage["completion_tokens"] > 0
+    call = ToolCall.objects.get(step=steps[0])
+    assert (call.name, call.call_id, call.status, call.result.strip()) == (
+        "python",
+        "functions.python:0",
+        "done",
+        "42",
+    )
+    assert json.loads(call.arguments) == {"code": "print(6 * 7)"} and call.finished
+    answer = Message.objects.get(turn=turn)
+    assert answer.role == "assistant" and answer.content == "The answer is **42**."
+    assert answer.reasoning == "I should compute.\n\nIt printed 42."
+
+    events = stream_events(agent_redis, turn)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert {e["turn"] for e in events} == {str(turn.uuid)}
+    assert events[0]["type"] == "turn.started" and events[-1]["type"] == "turn.finished"
+    assert agent_redis.ttl(stream_key(turn.uuid)) > 0, "the stream expires after the turn"
+    assert [m["event"] for m in layer_messages] == events, "the group got the same events, in order"
+    assert {m["type"] for m in layer_messages} == {"turn.event"}
+
+
+def test_the_model_sees_the_visible_history_and_the_reasoning_of_this_turns_tool_calls(
+    agent_redis, make_turn
+):
+    turn = make_turn("And in French?", history=[("user", "Say hello"), ("assistant", "Hello!")])
+    old = Message.objects.create(
+        conversation=turn.conversation, role="user", content="an edited-away message"
+    )
+    old.created = turn.user_message.created.replace(year=2000)
+    old.superseded_by = turn.user_message
+    old.save()
+    with ScriptedModelServer(two_step_script) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    first, second = server.requests
+    assert [(m["role"], m["content"]) for m in first["messages"][1:]] == [
+        ("user", "Say hello"),
+        ("assistant", "Hello!"),
+        ("user", "And in French?"),
+    ]
+    assert first["messages"][0]["role"] == "system"
+    assistant = second["messages"][4]
+    assert assistant["reasoning_content"] == "I should compute." and assistant["tool_calls"]
+
+
+def test_a_live_lease_keeps_a_second_worker_out_until_it_expires(agent_redis, make_turn):
+    turn = make_turn()
+    first = store.claim_turn(turn.id, "worker-a", lease_seconds=30)
+    assert first.turn is not None
+    second = store.claim_turn(turn.id, "worker-b", lease_seconds=30)
+    assert second.turn is None and not second.finished and 29 < second.retry_in <= 31
+    Turn.objects.filter(id=turn.id).update(lease_expires=first.turn.lease_expires.replace(year=2000))
+    assert store.claim_turn(turn.id, "worker-b", lease_seconds=30).turn is not None, (
+        "an expired lease is taken over"
+    )
+    assert not store.renew_lease(turn.id, "worker-a", 30), "the old holder learns it lost the turn"
+    Turn.objects.filter(id=turn.id).update(status="done")
+    assert store.claim_turn(turn.id, "worker-c", lease_seconds=30).finished
+
+
+def test_a_finished_turn_is_not_run_again(agent_redis, make_turn):
+    turn = make_turn()
+    with ScriptedModelServer(two_step_script) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+        claim = execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    assert claim.finished and len(server.requests) == 2
+    assert Step.objects.filter(turn=turn).count() == 2
+
+
+def test_stop_cancels_mid_stream_and_keeps_the_partial_answer(agent_redis, make_turn):
+    turn = make_turn()
+    long = Reply(reasoning="thinking " * 20, content="partial " * 200, piece=8, delay=0.01)
+    with ScriptedModelServer([long]) as server:
+        threading.Timer(0.8, control.request_cancel, args=[turn.uuid]).start()
+        t0 = time.monotonic()
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+        elapsed = time.monotonic() - t0
+    assert elapsed < 5
+    turn.refresh_from_db()
+    assert turn.status == "cancelled" and turn.finished
+    answer = Message.objects.get(turn=turn)
+    assert answer.reasoning.startswith("thinking")
+    step = Step.objects.get(turn=turn)
+    assert step.finish_reason == "cancelled" and step.content == answer.content
+    assert stream_events(agent_redis, turn)[-1]["status"] == "cancelled"
+
+
+def test_resume_discards_the_unfinished_step_and_continues_the_sequence(agent_redis, make_turn):
+    turn = make_turn()
+    with ScriptedModelServer(two_step_script) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    events_before = stream_events(agent_redis, turn)
+    # Pretend the worker died during step 1: its row unfinished, the turn still running, lease lapsed.
+    Step.objects.filter(turn=turn, index=1).update(finished=None)
+    Message.objects.filter(turn=turn).delete()
+    Turn.objects.filter(id=turn.id).update(status="running", lease_expires=None, finished=None)
+    with ScriptedModelServer(two_step_script) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    assert len(server.requests) == 1, "only the unfinished step runs again"
+    assert server.requests[0]["messages"][-1]["role"] == "tool"
+    turn.refresh_from_db()
+    assert turn.status == "done" and Step.objects.filter(turn=turn).count() == 2
+    events = stream_events(agent_redis, turn)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert len(events) > len(events_before)
+
+
+@pytest.mark.slow
+def test_database_writes_per_step_stay_constant_over_300_steps(agent_redis, make_turn, settings):
+    from django.db import connection
+
+    settings.AGENT_MAX_STEPS = 300
+    settings.AGENT_MAX_TURN_TOKENS = 10**9
+    settings.AGENT_CONTEXT_TOKENS = 12000
+    settings.AGENT_MAX_STEP_TOKENS = 2000
+    turn = make_turn()
+
+    def script(body, n):
+        done = steps_done(body)
+        if "tools" not in body:
+            return Reply(content="final", piece=64)
+        return Reply(
+            reasoning=f"step {done} " * 10,
+            tool_calls=[("python", json.dumps({"code": f"#{done}"}))],
+            piece=128,
+        )
+
+    writes: list[int] = []
+
+    def count_writes(execute, sql, params, many, context):
+        if not sql.lstrip().upper().startswith("SELECT"):
+            writes.append(1)
+        return execute(sql, params, many, context)
+
+    from agent import tools as tools_module
+
+    fake_python = tools_module.Tool(
+        "python", "d", {"type": "object"}, lambda a, ctx: tools_module.ToolResult("ok")
+    )
+    original = tools_module.TOOLS["python"]
+    tools_module.TOOLS["python"] = fake_python  # the sandbox would dominate the time; rows are what we count
+    per_step: list[int] = []
+    recorder_record = store.TurnRecorder.record
+
+    def record(self, event):
+        if event.type == "step.started":
+            per_step.append(len(writes))
+        recorder_record(self, event)
+
+    store.TurnRecorder.record = record
+    try:
+        with ScriptedModelServer(script) as server, connection.execute_wrapper(count_writes):
+            execute_turn(turn.id, client=ModelClient(server.url, "scripted"), checkpoint_every=3600)
+    finally:
+        store.TurnRecorder.record = recorder_record
+        tools_module.TOOLS["python"] = original
+    turn.refresh_from_db()
+    assert turn.status == "done" and turn.steps == 300
+    deltas = {b - a for a, b in zip(per_step[1:-1], per_step[2:-1], strict=False)}
+    assert deltas == {5}, deltas  # step insert, tool call insert+update, step update, turn update
