@@ -43,6 +43,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         self.user = user
+        # Forms in fragments rendered here (regenerate, edit) post with the CSRF cookie's secret,
+        # which Django accepts like a masked token.
+        self.csrf_token = self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME, "")
         self.group = group_name(uuid)
         self.turns: dict[str, TurnProjection] = {}
         self.pending: list[dict] = []
@@ -100,7 +103,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         except services.ChatError as exc:
             self._error(exc.message)
             return
-        projection = TurnProjection(str(turn.uuid), status=turn.status)
+        projection = self._projection(str(turn.uuid), status=turn.status)
         self.turns[projection.uuid] = projection
         self.extra.append(await self._exchange_fragment(turn, projection))
         self._error("")
@@ -126,12 +129,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         turn = await self._turn(turn_uuid)
         if turn is None:
             return
-        projection = TurnProjection(turn_uuid, started=turn.started, status=turn.status)
+        projection = self._projection(turn_uuid, started=turn.started, status=turn.status)
         events = await replay_events(turn_uuid, 0)
         if events is None:
             if turn.is_finished or turn.steps:
                 # The stream is gone: show the checkpointed turn whole, from Postgres.
                 projection = await database_sync_to_async(project_from_db)(turn)
+                projection.extra_context = {"csrf_token": self.csrf_token}
                 projection.seq = max(projection.seq, after)
                 self.extra.append(await database_sync_to_async(projection.render_full)())
             else:
@@ -190,7 +194,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         turn = await self._turn(turn_uuid)
         if turn is None:
             return
-        projection = TurnProjection(turn_uuid, started=turn.started, status=turn.status)
+        projection = self._projection(turn_uuid, started=turn.started, status=turn.status)
         self.turns[turn_uuid] = projection
         self.extra.append(await self._exchange_fragment(turn, projection))
         if replay:
@@ -227,6 +231,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self.last_flush = asyncio.get_running_loop().time()
             await self.send(text_data=frame)
 
+    def _projection(self, turn_uuid: str, **kwargs) -> TurnProjection:
+        projection = TurnProjection(turn_uuid, **kwargs)
+        projection.extra_context = {"csrf_token": self.csrf_token}
+        return projection
+
     # -- database -----------------------------------------------------------------------------
 
     @database_sync_to_async
@@ -248,7 +257,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     def _exchange_fragment(self, turn, projection):
         html = render_to_string(
             "chat/partials/exchange.html",
-            {"message": turn.user_message, "p": projection, "conversation": self.conversation, "live": True},
+            {
+                "message": turn.user_message,
+                "p": projection,
+                "conversation": self.conversation,
+                "csrf_token": self.csrf_token,
+            },
         )
         return f'<div hx-swap-oob="beforeend:#thread">{html}</div><div id="empty-state" hidden></div>'
 

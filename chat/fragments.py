@@ -128,6 +128,7 @@ class TurnProjection:
         self.ops: list[list] = []  # [kind, target, html] with kind append | replace | inner
         self.answer_dirty = False
         self.t_created = time.monotonic()
+        self.extra_context: dict = {}  # e.g. csrf_token for forms rendered outside a request
 
     # -- folding events -------------------------------------------------------------------------
 
@@ -276,7 +277,7 @@ class TurnProjection:
     # -- HTML -----------------------------------------------------------------------------------
 
     def _context(self, **extra) -> dict:
-        return {"p": self, "turn_uuid": self.uuid, **extra}
+        return {"p": self, "turn_uuid": self.uuid, **self.extra_context, **extra}
 
     def _render(self, template: str, **extra) -> str:
         return render_to_string(template, self._context(**extra))

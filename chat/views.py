@@ -11,7 +11,7 @@ import json
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -234,6 +234,8 @@ def shared(request, token):
 @require_GET
 def export(request, uuid, fmt):
     conv = _owned(request, uuid)
+    if fmt not in ("md", "json"):
+        raise Http404("Export as .md or .json.")
     slug = f"conversation-{conv.uuid}"
     if fmt == "json":
         response = JsonResponse(
@@ -254,7 +256,10 @@ def preferences(request):
     if not form.is_valid():
         return HttpResponse(first_error(form), status=400)
     pref = services.preferences(request.user)
-    if "long_thinking" in request.POST or request.POST.get("field") == "long_thinking":
+    if request.POST.get("field") == "long_thinking":
+        # The composer's toggle is named `thinking`; it is absent from the post when unchecked.
+        pref.long_thinking = request.POST.get("thinking") == "on" or form.cleaned_data["long_thinking"]
+    elif "long_thinking" in request.POST:
         pref.long_thinking = form.cleaned_data["long_thinking"]
     if form.cleaned_data.get("theme"):
         pref.theme = form.cleaned_data["theme"]
