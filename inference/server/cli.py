@@ -62,10 +62,12 @@ def sglang_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]
     ]
     if args.served_model_name:
         cmd += ["--served-model-name", args.served_model_name]
+    from inference.sglang.plugin import ENABLE_ENV
+
     env = dict(os.environ)
-    # SGLang loads entry points of group `sglang.srt.plugins`; ours swaps in the INT4 MoE kernel.
-    env["SGLANG_PLUGINS"] = "kimiweb_int4_moe"
-    env["KIMIWEB_INT4_MOE"] = "1"
+    # SGLang loads entry points of group `sglang.srt.plugins` (ours: inference.sglang.plugin:register);
+    # the plugin only swaps in our INT4 MoE kernel when this variable is on.
+    env[ENABLE_ENV] = "1"
     env.setdefault("HF_HUB_OFFLINE", "1")
     return cmd, env
 
