@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from inference.kernels import DenseExperts, Int4Experts, fused_moe_w4a16, select_experts_softmax
+from inference.kernels import Int4Experts, fused_moe_w4a16, select_experts_softmax
 
 
 @dataclass
@@ -74,29 +74,30 @@ def run(shape: Shape, tokens: list[int], bandwidth: float) -> list[dict]:
     per_expert_int4 = expert_bytes(w13) + expert_bytes(w2)
     rows = []
     for m in tokens:
-        g = torch.Generator().manual_seed(m)
-        hidden = torch.randn(m, shape.hidden, generator=g).to(torch.bfloat16)
-        weights, ids = select_experts_softmax(torch.randn(m, shape.experts, generator=g), shape.top_k)
-        active = int(torch.unique(ids).numel())
-        t_int4 = median_time(lambda: fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"))
-        t_bf16 = median_time(lambda: fused_moe_w4a16(hidden, d13, d2, weights, ids, backend="cpu"))
-        rate = active * per_expert_int4 / t_int4
-        rows.append(
-            dict(
-                shape=shape.name,
-                m=m,
-                active=active,
-                per_expert=m * shape.top_k / active,
-                int4_ms=t_int4 * 1e3,
-                bf16_ms=t_bf16 * 1e3,
-                speedup=t_bf16 / t_int4,
-                gbps=rate / 1e9,
-                bw_pct=100 * rate / bandwidth,
-            )
-        )
+        rows.append(measure(shape, m, w13, w2, d13, d2, per_expert_int4, bandwidth))
         print(_format(rows[-1]), flush=True)
-    del d13, d2
     return rows
+
+
+def measure(shape: Shape, m: int, w13, w2, d13, d2, per_expert_int4: int, bandwidth: float) -> dict:
+    g = torch.Generator().manual_seed(m)
+    hidden = torch.randn(m, shape.hidden, generator=g).to(torch.bfloat16)
+    weights, ids = select_experts_softmax(torch.randn(m, shape.experts, generator=g), shape.top_k)
+    active = int(torch.unique(ids).numel())
+    t_int4 = median_time(lambda: fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"))
+    t_bf16 = median_time(lambda: fused_moe_w4a16(hidden, d13, d2, weights, ids, backend="cpu"))
+    rate = active * per_expert_int4 / t_int4
+    return dict(
+        shape=shape.name,
+        m=m,
+        active=active,
+        per_expert=m * shape.top_k / active,
+        int4_ms=t_int4 * 1e3,
+        bf16_ms=t_bf16 * 1e3,
+        speedup=t_bf16 / t_int4,
+        gbps=rate / 1e9,
+        bw_pct=100 * rate / bandwidth,
+    )
 
 
 HEADER = (
@@ -113,13 +114,17 @@ def _format(r: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 2, 4, 8, 16, 64, 256])
     args = parser.parse_args()
 
     bandwidth = copy_bandwidth()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    )
     print(f"copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s")
     print("int4 = fused_moe_w4a16 backend=cpu on Int4Experts; bf16 = the same call on DenseExperts")
     print(HEADER)
