@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from .base import Tool, ToolContext, ToolError, ToolResult, truncate
 from .sandbox import Limits, run_python
 
@@ -12,7 +14,9 @@ def run(arguments: dict, ctx: ToolContext) -> ToolResult:
         raise ToolError("`code` must be a non-empty string of Python source")
     if len(code) > 100_000:
         raise ToolError("`code` is longer than 100000 characters")
-    limits = Limits(wall_seconds=max(1.0, min(ctx.timeout, 60.0)))
+    wall = max(1.0, min(ctx.timeout, 60.0))
+    # CPU time under half the wall time, so a busy loop is reported as such even on a loaded machine.
+    limits = Limits(wall_seconds=wall, cpu_seconds=max(1, min(10, int(wall / 2))))
     res = run_python(code, limits, ctx.cancelled)
     parts = []
     if res.stdout:
@@ -26,8 +30,10 @@ def run(arguments: dict, ctx: ToolContext) -> ToolResult:
         error = f"timed out after {limits.wall_seconds:.0f} s (wall clock)"
     elif res.flooded:
         error = "killed: the program printed too much output"
+    elif res.returncode == -signal.SIGXCPU:
+        error = f"killed: CPU time limit ({limits.cpu_seconds} s) exceeded"
     elif res.returncode and res.returncode < 0:
-        error = f"killed by signal {-res.returncode} (CPU or memory limit)"
+        error = f"killed by signal {-res.returncode}"
     elif res.returncode:
         error = f"exited with status {res.returncode}"
     text = "\n".join(parts) or "(no output)"

@@ -192,6 +192,8 @@ def run_python(
         return RunResult("", f"could not start the sandbox: {exc}", None, sandboxed=mode == "bwrap")
     result = _supervise(proc, limits, cancelled)
     result.sandboxed = mode == "bwrap"
+    if result.sandboxed and result.returncode is not None and result.returncode > 128:
+        result.returncode = 128 - result.returncode  # bwrap reports "killed by signal N" as 128 + N
     result.duration = time.monotonic() - started
     if workdir:
         shutil.rmtree(workdir, ignore_errors=True)
