@@ -125,7 +125,10 @@ class TurnProjection:
         self.error = ""
         self.thought_s: int | None = None
         self.sources: dict[str, dict] = {}
-        self.ops: list[list] = []  # [kind, target, html] with kind append | replace | inner
+        # Pending DOM operations: [kind, target, parts] with kind append | replace | inner; parts is a
+        # list of strings so long replays stay linear.
+        self.ops: list[list] = []
+        self._open_segment_op: list | None = None  # the op that creates self.current, while last
         self.answer_dirty = False
         self.t_created = time.monotonic()
         self.extra_context: dict = {}  # e.g. csrf_token for forms rendered outside a request
@@ -177,11 +180,11 @@ class TurnProjection:
     def _op(self, kind: str, target: str, fragment: str) -> None:
         last = self.ops[-1] if self.ops else None
         if last and last[1] == target and last[0] == kind == "append":
-            last[2] += fragment
+            last[2].append(fragment)
         elif last and last[1] == target and last[0] == kind == "replace":
-            last[2] = fragment
+            last[2] = [fragment]
         else:
-            self.ops.append([kind, target, fragment])
+            self.ops.append([kind, target, [fragment]])
 
     def _append_thinking(self, text: str, kind: str = "think") -> None:
         if not text:
@@ -190,11 +193,18 @@ class TurnProjection:
             self.current = Segment(n=len(self.items) + 1, kind=kind)
             self.items.append(self.current)
             self.current.parts.append(text)
-            self._op("append", f"trace-{self.uuid}", self._segment_html(self.current))
             self._replace_summary()
+            # Open the segment last, so the text that follows joins it inside the same operation.
+            self._op("append", f"trace-{self.uuid}", self._segment_open(self.current))
+            self._op("append", f"trace-{self.uuid}", render_plain(text))
+            self._op("append", f"trace-{self.uuid}", "</div>")
+            self._open_segment_op = self.ops[-1]
         else:
             self.current.parts.append(text)
-            self._op("append", f"seg-{self.uuid}-{self.current.n}", render_plain(text))
+            if self.ops and self.ops[-1] is self._open_segment_op:
+                self._open_segment_op[2].insert(-1, render_plain(text))  # before its "</div>"
+            else:
+                self._op("append", f"seg-{self.uuid}-{self.current.n}", render_plain(text))
 
     def _append_content(self, text: str) -> None:
         if not text:
@@ -282,8 +292,8 @@ class TurnProjection:
     def _render(self, template: str, **extra) -> str:
         return render_to_string(template, self._context(**extra))
 
-    def _segment_html(self, seg: Segment) -> str:
-        return f'<div class="seg seg-{seg.kind}" id="seg-{self.uuid}-{seg.n}">{render_plain(seg.text)}</div>'
+    def _segment_open(self, seg: Segment) -> str:
+        return f'<div class="seg seg-{seg.kind}" id="seg-{self.uuid}-{seg.n}">'
 
     def _card_html(self, card: ToolCard) -> str:
         return render_to_string("chat/partials/tool_card.html", card_context(card, self.uuid))
@@ -329,7 +339,8 @@ class TurnProjection:
         if not self.ops:
             return ""
         out = []
-        for kind, target, fragment in self.ops:
+        for kind, target, parts in self.ops:
+            fragment = "".join(parts)
             if kind == "append":
                 out.append(f'<div hx-swap-oob="beforeend:#{target}">{fragment}</div>')
             elif kind == "inner":
@@ -337,11 +348,13 @@ class TurnProjection:
             else:
                 out.append(fragment)
         self.ops = []
+        self._open_segment_op = None
         out.append(f'<span class="seq" id="seq-{self.uuid}" data-seq="{self.seq}" hidden></span>')
         return "".join(out)
 
     def discard_frame(self) -> None:
         self.ops = []
+        self._open_segment_op = None
         self.answer_dirty = False
 
     def render_full(self, **extra) -> str:

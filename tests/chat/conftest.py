@@ -29,3 +29,14 @@ def _fresh_rate_limits():
         client.delete(key)
     yield
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_consumer_connections():
+    """Consumers query Postgres from asgiref's worker thread; close its connection so the test
+    database can be dropped at the end."""
+    yield
+    from asgiref.sync import async_to_sync, sync_to_async
+    from django.db import connections
+
+    async_to_sync(sync_to_async(connections.close_all, thread_sensitive=True))()
