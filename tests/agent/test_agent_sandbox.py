@@ -149,4 +149,6 @@ def test_cancel_kills_the_program_and_its_children_at_once():
 
 def test_the_tool_tells_the_model_which_limit_it_hit():
     result = get_tool("python").run({"code": "while True: pass"}, ToolContext(timeout=4))
-    assert "CPU time limit" in result.error and "CPU time limit" in result.text
+    # CPU limit 2 s within 4 s of wall time: which comes first depends on how busy the machine is.
+    assert result.error in ("killed: CPU time limit (2 s) exceeded", "timed out after 4 s (wall clock)")
+    assert result.text.endswith(f"[{result.error}]")
