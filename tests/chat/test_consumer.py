@@ -9,7 +9,7 @@ import re
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from chat_fixtures import EventPublisher, make_conversation, make_finished_turn
+from chat_fixtures import make_conversation, make_finished_turn
 from django.conf import settings
 from django.test import Client, override_settings
 
@@ -84,14 +84,18 @@ async def test_only_the_owner_can_open_the_socket(running_turn, make_user):
     assert not connected and code == 4404
     comm, connected, code = await connect(conv, bob)
     assert not connected and code == 4404
-    comm, connected, _ = await connect(conv, await database_sync_to_async(lambda: conv.owner)(), origin=b"http://evil.example")
+    comm, connected, _ = await connect(
+        conv, await database_sync_to_async(lambda: conv.owner)(), origin=b"http://evil.example"
+    )
     assert not connected  # the origin check
     comm, connected, _ = await connect(conv, await database_sync_to_async(lambda: conv.owner)())
     assert connected
     await comm.disconnect()
 
 
-async def test_thinking_is_appended_as_fragments_and_the_answer_rendered_as_markdown(running_turn, alice, publisher):
+async def test_thinking_is_appended_as_fragments_and_the_answer_rendered_as_markdown(
+    running_turn, alice, publisher
+):
     conv = await database_sync_to_async(lambda: running_turn.conversation)()
     u = running_turn.uuid
     comm, connected, _ = await connect(conv, alice)
@@ -116,7 +120,9 @@ async def test_thinking_is_appended_as_fragments_and_the_answer_rendered_as_mark
     await comm.disconnect()
 
 
-async def test_reload_mid_stream_replays_everything_seen_so_far_then_continues_live(running_turn, alice, publisher):
+async def test_reload_mid_stream_replays_everything_seen_so_far_then_continues_live(
+    running_turn, alice, publisher
+):
     conv = await database_sync_to_async(lambda: running_turn.conversation)()
     pub = await database_sync_to_async(publisher)(running_turn)
     await pub.aemit(TurnStarted())
@@ -203,7 +209,9 @@ async def test_send_creates_the_turn_shows_the_question_and_remembers_the_toggle
     text = await read_until(comm, lambda t: "sky" in t)
     assert 'hx-swap-oob="beforeend:#thread"' in text
     assert "Why is the sky &lt;b&gt;blue&lt;/b&gt;?" in text
-    turn = await database_sync_to_async(lambda: Turn.objects.select_related("user_message").get(conversation=conv))()
+    turn = await database_sync_to_async(
+        lambda: Turn.objects.select_related("user_message").get(conversation=conv)
+    )()
     assert turn.status == "queued" and turn.thinking is False
     assert f'id="status-{turn.uuid}" data-status="queued"' in text
     pref = await database_sync_to_async(lambda: alice.preference)()

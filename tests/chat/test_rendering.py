@@ -8,14 +8,18 @@ HANDLER_IN_A_TAG = re.compile(r"<[^>]*\son\w+\s*=", re.I)
 
 
 def test_raw_html_from_the_model_is_shown_as_text_not_markup():
-    html = render_markdown('Hi <script>alert(1)</script> <img src=x onerror="alert(2)"> <b onclick="x()">b</b>')
+    html = render_markdown(
+        'Hi <script>alert(1)</script> <img src=x onerror="alert(2)"> <b onclick="x()">b</b>'
+    )
     assert "<script" not in html and "<img" not in html and "<b " not in html
     assert "&lt;script&gt;" in html
     assert not HANDLER_IN_A_TAG.search(html)
 
 
 def test_the_sanitizer_drops_scripts_handlers_and_foreign_tags():
-    html = sanitize('<p onclick="x()">a</p><script>alert(1)</script><iframe src="https://e.org"></iframe><svg onload=1>')
+    html = sanitize(
+        '<p onclick="x()">a</p><script>alert(1)</script><iframe src="https://e.org"></iframe><svg onload=1>'
+    )
     assert html == "<p>a</p>"
 
 

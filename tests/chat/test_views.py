@@ -39,7 +39,9 @@ def test_first_message_creates_a_conversation_with_a_queued_turn(as_alice, alice
     conv = Conversation.objects.get(owner=alice)
     assert response.status_code == 302 and response["Location"] == f"/c/{conv.uuid}/"
     turn = Turn.objects.get(conversation=conv)
-    assert turn.status == "queued" and turn.thinking is True and turn.user_message.content == "What is a monad?"
+    assert (
+        turn.status == "queued" and turn.thinking is True and turn.user_message.content == "What is a monad?"
+    )
     assert conv.title == "What is a monad?"
     page = as_alice.get(response["Location"]).content.decode()
     assert f'id="status-{turn.uuid}" data-status="queued"' in page  # the socket replays it from here
@@ -50,7 +52,12 @@ def test_another_user_gets_404_for_every_page_and_action_of_a_conversation(clien
     conv = make_conversation(alice)
     turn = make_finished_turn(conv)
     client.force_login(bob)
-    gets = [f"/c/{conv.uuid}/", f"/c/{conv.uuid}/export.md", f"/c/{conv.uuid}/export.json", f"/c/{conv.uuid}/delete"]
+    gets = [
+        f"/c/{conv.uuid}/",
+        f"/c/{conv.uuid}/export.md",
+        f"/c/{conv.uuid}/export.json",
+        f"/c/{conv.uuid}/delete",
+    ]
     posts = [
         f"/c/{conv.uuid}/rename",
         f"/c/{conv.uuid}/pin",
@@ -113,7 +120,9 @@ def test_finished_turns_render_thinking_tool_cards_and_markdown_answer(as_alice,
     turn = make_finished_turn(conv, answer="Result: **4**")
     page = as_alice.get(f"/c/{conv.uuid}/").content.decode()
     assert f'id="tool-{turn.uuid}-2"' in page  # the python card sits between the two thinking segments
-    assert page.index("Adding two and two.") < page.index(f'id="tool-{turn.uuid}-2"') < page.index("So it is 4.")
+    assert (
+        page.index("Adding two and two.") < page.index(f'id="tool-{turn.uuid}-2"') < page.index("So it is 4.")
+    )
     assert '<span class="k">print</span>' in page or "print" in page
     assert "Result: <strong>4</strong>" in page
     assert "Thought for" in page
@@ -163,7 +172,9 @@ def test_regenerate_starts_a_new_turn_and_keeps_the_earlier_answer_reachable(as_
     old = make_finished_turn(conv, answer="First answer")
     assert as_alice.post(f"/t/{old.uuid}/regenerate").status_code == 302
     new = Turn.objects.filter(conversation=conv).latest("created")
-    assert new.pk != old.pk and new.status == "queued" and new.user_message.content == old.user_message.content
+    assert (
+        new.pk != old.pk and new.status == "queued" and new.user_message.content == old.user_message.content
+    )
     visible = Message.objects.filter(conversation=conv, superseded_by__isnull=True)
     assert list(visible.values_list("role", flat=True)) == ["user"]  # the old answer left the thread
     page = as_alice.get(f"/c/{conv.uuid}/").content.decode()
@@ -173,7 +184,9 @@ def test_regenerate_starts_a_new_turn_and_keeps_the_earlier_answer_reachable(as_
 def test_edit_and_resend_replaces_the_last_question_and_keeps_the_original(as_alice, alice):
     conv = make_conversation(alice)
     old = make_finished_turn(conv, question="Capital of Frnace?", answer="Paris")
-    response = as_alice.post(f"/m/{old.user_message.uuid}/edit", {"text": "Capital of France?", "thinking": "on"})
+    response = as_alice.post(
+        f"/m/{old.user_message.uuid}/edit", {"text": "Capital of France?", "thinking": "on"}
+    )
     assert response.status_code == 302
     new = Turn.objects.filter(conversation=conv).latest("created")
     assert new.user_message.content == "Capital of France?" and new.thinking
