@@ -163,11 +163,28 @@ def bring_up_services(var_dir: Path) -> list[str]:
     return found.started
 
 
+def ports_in_use(names: list[str]) -> list[str]:
+    env = child_env()
+    wanted = {"web": ("PORT", env["PORT"]), "inference": ("INFERENCE_PORT", env["INFERENCE_PORT"])}
+    return [
+        f"{variable}={port} ({name}) is in use; set {variable} to a free port"
+        for name, (variable, port) in wanted.items()
+        if name in names and not services.port_is_free(int(port))
+    ]
+
+
 def run(var_dir: Path, start: bool = True) -> int:
+    names = process_names() if start else []
+    # Say it now, in words, rather than as a bind error in the middle of the processes' logs.
+    busy = ports_in_use(names)
+    for line in busy:
+        log(line)
+    if busy:
+        return 1
     started = bring_up_services(var_dir)
     try:
         setup()
-        return start_processes(process_names()) if start else 0
+        return start_processes(names) if start else 0
     finally:
         if start and started:
             # Embedded services this run started end with it; ones already running stay.
