@@ -79,7 +79,9 @@ REDIS_URL = env("REDIS_URL", default=DEFAULT_REDIS_URL)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000, "expiry": 60},
+        # redis-py 8 defaults socket_timeout to 5 s, the same as channels-redis's 5 s BZPOPMIN: an idle
+        # socket's receive then times out and the consumer dies with 1011 (redis/redis-py#4091).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 5000, "expiry": 60},
     }
 }
 
