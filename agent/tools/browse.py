@@ -7,6 +7,7 @@ guard checked, and extracted with trafilatura.
 
 from __future__ import annotations
 
+import logging
 import time
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -14,6 +15,8 @@ import httpx
 
 from .base import Tool, ToolContext, ToolError, ToolResult, truncate
 from .ssrf import Resolver, check_url, system_resolver
+
+log = logging.getLogger(__name__)
 
 MAX_BYTES = 3 << 20
 MAX_REDIRECTS = 5
@@ -106,7 +109,13 @@ def _from_corpus(url: str) -> str | None:
         from chat.models import Document
     except ImportError:
         return None
-    doc = Document.objects.filter(url=url).only("title", "text").first()
+    from django.db import DatabaseError
+
+    try:
+        doc = Document.objects.filter(url=url).only("title", "text").first()
+    except DatabaseError:
+        log.exception("browse: the corpus lookup failed; fetching %s from the network", url)
+        return None
     if doc is None:
         return None
     return f"# {doc.title}\n\n{doc.text}" if doc.title else doc.text
