@@ -58,17 +58,26 @@ def _database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "postgres"
 
 
-def postgres_answers(url: str, timeout: int = 3) -> bool:
-    """True when a Postgres server answers at `url` (the database itself may still be missing)."""
+class ServiceError(RuntimeError):
+    """A server listens where the configuration points, but will not serve us: that needs a person."""
+
+
+def postgres_problem(url: str, timeout: int = 3) -> str | None:
+    """None when a Postgres server accepts us at `url` (the database itself may be missing), else why not."""
     import psycopg
 
+    problem = None
     for candidate in (url, _with_path(url, "/postgres")):
         try:
             psycopg.connect(candidate, connect_timeout=timeout).close()
-            return True
-        except psycopg.OperationalError:
-            continue
-    return False
+            return None
+        except psycopg.OperationalError as error:
+            problem = problem or str(error).strip()
+    return problem
+
+
+def postgres_answers(url: str, timeout: int = 3) -> bool:
+    return postgres_problem(url, timeout) is None
 
 
 def ensure_database(url: str) -> bool:
@@ -91,17 +100,35 @@ def ensure_database(url: str) -> bool:
     return False
 
 
-def redis_answers(url: str, timeout: float = 2.0) -> bool:
+def redis_problem(url: str, timeout: float = 2.0) -> str | None:
+    """None when Redis answers PING at `url`, else why not."""
     import redis
 
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
-            return bool(client.ping())
+            client.ping()
         finally:
             client.close()
-    except (redis.exceptions.RedisError, OSError, ValueError):
+    except (redis.exceptions.RedisError, OSError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def redis_answers(url: str, timeout: float = 2.0) -> bool:
+    return redis_problem(url, timeout) is None
+
+
+def listening(url: str, default_port: int, timeout: float = 2.0) -> bool:
+    """Whether anything accepts TCP connections where `url` points (a refusing server is not "nothing")."""
+    parts = urlsplit(url)
+    if not parts.hostname:
         return False
+    try:
+        socket.create_connection((parts.hostname, parts.port or default_port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -327,8 +354,12 @@ def up(var_dir: Path = DEFAULT_VAR_DIR, environ: dict | None = None) -> Services
     redis_url = environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     started = []
 
-    if postgres_answers(database_url):
+    problem = postgres_problem(database_url)
+    if problem is None:
         log(f"PostgreSQL answers at {_redact(database_url)}")
+    elif listening(database_url, 5432):
+        # A wrong password must not silently become a fresh, empty embedded database.
+        raise ServiceError(f"PostgreSQL at {_redact(database_url)} refused the connection: {problem}")
     else:
         pg = EmbeddedPostgres(var_dir)
         port = pg.running_port()
@@ -342,8 +373,11 @@ def up(var_dir: Path = DEFAULT_VAR_DIR, environ: dict | None = None) -> Services
         database_url = _url_at(database_url, "postgres", port, "/kimiweb", user="postgres")
     ensure_database(database_url)
 
-    if redis_answers(redis_url):
+    problem = redis_problem(redis_url)
+    if problem is None:
         log(f"Redis answers at {_redact(redis_url)}")
+    elif listening(redis_url, 6379):
+        raise ServiceError(f"Redis at {_redact(redis_url)} refused the connection: {problem}")
     else:
         rd = EmbeddedRedis(var_dir)
         port = rd.running_port()
@@ -406,7 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
     if args.command == "up":
-        services = up(args.var_dir)
+        try:
+            services = up(args.var_dir)
+        except ServiceError as error:
+            log(str(error))
+            return 1
         for key, value in services.as_env().items():
             print(f"{key}={value}")
     elif args.command == "down":

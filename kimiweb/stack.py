@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             parser.error(f"unexpected arguments: {' '.join(rest)}")
         return run(args.var_dir, start=args.command == "run")
+    except services.ServiceError as error:
+        log(str(error))
+        return 1
     except subprocess.CalledProcessError as error:
         log(f"set-up step failed (exit {error.returncode}): {' '.join(map(str, error.cmd))}")
         return error.returncode or 1

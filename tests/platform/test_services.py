@@ -71,6 +71,16 @@ def test_services_that_answer_are_used_and_a_missing_database_is_created(var_dir
     assert not (var_dir / "postgres").exists() and not (var_dir / "redis").exists()
 
 
+def test_a_server_that_refuses_us_is_reported_not_replaced_by_an_empty_embedded_one(var_dir):
+    configured = urlsplit(os.environ.get("DATABASE_URL") or services.DEFAULT_DATABASE_URL)
+    wrong_role = configured._replace(
+        netloc=f"no_such_role:pw@{configured.hostname}:{configured.port or 5432}"
+    )
+    with pytest.raises(services.ServiceError, match="no_such_role"):
+        services.up(var_dir, {"DATABASE_URL": wrong_role.geturl(), "REDIS_URL": services.DEFAULT_REDIS_URL})
+    assert not (var_dir / "postgres").exists()
+
+
 def test_nothing_answers_on_a_closed_port(free_port):
     assert not services.postgres_answers(f"postgres://postgres@127.0.0.1:{free_port()}/kimiweb", timeout=1)
     assert not services.redis_answers(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
