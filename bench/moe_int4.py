@@ -1,9 +1,10 @@
 """Benchmark: fused MoE with INT4 (W4A16) experts vs bf16 experts on CPU, and the weight bandwidth reached.
 
-    .venv/bin/python bench/moe_int4.py [--shapes kimi-k2 moonlight] [--tokens 1 2 4 8 16 64 256]
+    .venv/bin/python bench/moe_int4.py [--shapes kimi-k2 moonlight] [--tokens 1 2 4 8 16 64 256] [--threads N]
 
 Same routing and token grouping for both; bf16 is torch matmul on dequantized experts. Bandwidth: bytes of
 the experts a call touches (int4 words + scales) per second, against a copy measured in the same run.
+On a shared machine, run it when it is quiet (`uptime`): other processes make both columns noisy.
 """
 
 import argparse
@@ -119,7 +120,10 @@ def main() -> None:
     )
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 2, 4, 8, 16, 64, 256])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     bandwidth = copy_bandwidth()
     print(

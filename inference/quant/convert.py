@@ -70,12 +70,19 @@ def convert_checkpoint(src: Path, dst: Path, group_size: int = 32) -> dict:
         raise ConversionError(f"no *.safetensors files in {src}")
     if dst.exists() and any(dst.iterdir()):
         raise ConversionError(f"{dst} is not empty")
-    dst.mkdir(parents=True, exist_ok=True)
 
+    # First pass reads only headers: count tensors and refuse bad shapes before anything is written.
     total = 0
     for shard in shards:
         with safe_open(shard, framework="pt") as f:
-            total += len(list(f.keys()))
+            for name in f.keys():
+                total += 1
+                shape = f.get_slice(name).get_shape()
+                if pattern.search(name) and (len(shape) != 2 or shape[1] % group_size):
+                    raise ConversionError(
+                        f"{name} {tuple(shape)}: in_features is not a multiple of {group_size}"
+                    )
+    dst.mkdir(parents=True, exist_ok=True)
     weight_map: dict[str, str] = {}
     total_size = quantized = copied = 0
     with tqdm(total=total, unit="tensor", desc="quantize", file=sys.stderr) as progress:

@@ -135,6 +135,29 @@ def test_converted_experts_load_back_and_match_the_bf16_layer(tmp_path):
     assert (int4 - bf16).norm() / bf16.norm() < 0.2  # 4-bit RTN error through two layers
 
 
+def test_python_m_inference_quantize_dispatches_to_the_converter(tmp_path):
+    _tiny_deepseek_v3(tmp_path / "bf16")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inference",
+            "quantize",
+            str(tmp_path / "bf16"),
+            str(tmp_path / "int4"),
+            "--group-size",
+            "32",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "int4" / "config.json").read_text())
+    assert config["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] == 32
+
+
 def test_refuses_a_non_empty_destination_and_unsupported_architectures(tmp_path, capsys):
     _tiny_deepseek_v3(tmp_path / "bf16")
     (tmp_path / "full").mkdir()
@@ -147,6 +170,13 @@ def test_refuses_a_non_empty_destination_and_unsupported_architectures(tmp_path,
     (tmp_path / "bf16" / "config.json").write_text(json.dumps(config))
     assert convert.main([str(tmp_path / "bf16"), str(tmp_path / "out")]) == 2
     assert "not supported" in capsys.readouterr().err
+
+
+def test_a_group_size_that_does_not_divide_in_features_is_refused_before_writing(tmp_path, capsys):
+    _tiny_deepseek_v3(tmp_path / "bf16")  # the experts' down_proj has in_features 32
+    assert convert.main([str(tmp_path / "bf16"), str(tmp_path / "int4"), "--group-size", "64"]) == 2
+    assert "not a multiple of 64" in capsys.readouterr().err
+    assert not (tmp_path / "int4").exists()
 
 
 @pytest.mark.parametrize(
