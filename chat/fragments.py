@@ -308,7 +308,7 @@ class TurnProjection:
         if self.thought_s is None and self.running:
             label = "Thinking…" if any(isinstance(i, Segment) for i in self.items) else "Working…"
         elif self.thought_s is not None:
-            label = f"Thought for {self.thought_s} s"
+            label = f"Thought for {self.thought_s} s" if self.thought_s >= 1 else "Thought for <1 s"
         else:
             label = "Thought"
         if self.cards:
