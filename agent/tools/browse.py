@@ -8,6 +8,7 @@ guard checked, and extracted with trafilatura.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -80,8 +81,18 @@ def fetch(
     raise ToolError(f"too many redirects from {url}")
 
 
+_HREF = re.compile(r"""(href\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+_PERMALINK = re.compile(r"<a\b[^>]*>\s*(¶|#|&para;|&#182;)\s*</a>", re.IGNORECASE)
+
+
 def html_to_markdown(html: str, url: str = "") -> str:
     import trafilatura
+
+    # Resolve links against the page itself (trafilatura resolves against the site root), and drop
+    # the "¶" permalinks documentation generators put after every heading.
+    html = _PERMALINK.sub("", html)
+    if url:
+        html = _HREF.sub(lambda m: f"{m.group(1)}{m.group(2)}{urljoin(url, m.group(3))}{m.group(2)}", html)
 
     text = trafilatura.extract(
         html,
