@@ -4,7 +4,8 @@ torch's `_weight_int4pack_mm_for_cpu` dequantizes inside its GEMM, reading a qua
 it wins where the matmul is bound by memory (few tokens per expert). Its cost grows with the token
 count (it re-dequantizes every block of 4 rows), so an expert with at least `DEQUANT_MIN_TOKENS` tokens
 is dequantized once and multiplied in bf16 (oneDNN) instead. Activations run in bf16: the int4 op with
-fp32 activations is tens of times slower.
+fp32 activations is tens of times slower. At decode sizes the per-op overhead of eager torch is a large
+share of the time, so grouping runs on Python lists and single-token experts use views, not gathers.
 """
 
 import os
@@ -26,25 +27,31 @@ def fused_moe_cpu(
     topk_weights: torch.Tensor,  # [M, k]
     topk_ids: torch.Tensor,  # [M, k]
 ) -> torch.Tensor:
-    m, k = topk_ids.shape
     x = hidden.to(torch.bfloat16)
     inter = w13.out_features // 2
-    flat_ids = topk_ids.reshape(-1)
-    order = torch.argsort(flat_ids, stable=True)  # assignments grouped by expert
-    counts = torch.bincount(flat_ids, minlength=w13.num_experts).tolist()
-    flat_weights = topk_weights.reshape(-1).to(torch.float32)
-    out = torch.zeros(m, hidden.shape[1], dtype=torch.float32)
-    start = 0
-    for e, c in enumerate(counts):
-        if c == 0:
-            continue
-        slots = order[start : start + c]
-        start += c
-        rows = slots // k
-        h = _linear(x[rows], w13, e)  # [c, 2I]
-        a = F.silu(h[:, :inter]) * h[:, inter:]
-        y = _linear(a, w2, e)  # [c, H]
-        out.index_add_(0, rows, y.to(torch.float32) * flat_weights[slots].unsqueeze(1))
+    w13.prepare_cpu()
+    w2.prepare_cpu()
+    # Group (token, weight) pairs by expert in Python: cheaper than tensor ops for decode-sized batches.
+    by_expert: dict[int, tuple[list[int], list[float]]] = {}
+    for t, (row_ids, row_weights) in enumerate(zip(topk_ids.tolist(), topk_weights.tolist(), strict=True)):
+        for e, w in zip(row_ids, row_weights, strict=True):
+            tokens, weights = by_expert.setdefault(e, ([], []))
+            tokens.append(t)
+            weights.append(w)
+
+    out = torch.zeros(hidden.shape, dtype=torch.float32)
+    for e, (tokens, weights) in by_expert.items():
+        if len(tokens) == 1:
+            t = tokens[0]
+            h = _linear(x[t : t + 1], w13, e)  # [1, 2I]
+            a = F.silu(h[:, :inter]).mul_(h[:, inter:])
+            out[t].add_(_linear(a, w2, e)[0], alpha=weights[0])
+        else:
+            rows = torch.tensor(tokens)
+            h = _linear(x.index_select(0, rows), w13, e)  # [c, 2I]
+            a = F.silu(h[:, :inter]).mul_(h[:, inter:])
+            y = _linear(a, w2, e).to(torch.float32)  # [c, H]
+            out.index_add_(0, rows, y.mul_(torch.tensor(weights).unsqueeze(1)))
     return out.to(hidden.dtype)
 
 
@@ -55,8 +62,8 @@ def _linear(x: torch.Tensor, experts: Experts, e: int) -> torch.Tensor:
     assert isinstance(experts, Int4Experts)
     if x.shape[0] >= DEQUANT_MIN_TOKENS:
         return x @ experts.dequantize(torch.bfloat16, expert=e).t()
-    experts.prepare_cpu()
+    packed, scales_and_zeros = experts.cpu_expert(e)
     y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-        x.contiguous(), experts.cpu_packed[e], experts.group_size, experts.cpu_scales_and_zeros[e]
+        x.contiguous(), packed, experts.group_size, scales_and_zeros
     )
-    return y[:, : experts.out_features]
+    return y if y.shape[1] == experts.out_features else y[:, : experts.out_features]

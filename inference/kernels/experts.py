@@ -108,7 +108,15 @@ class Int4Experts:
             scales.append(torch.stack([scale.t(), torch.zeros_like(scale.t())], dim=-1).to(torch.bfloat16))
         self.cpu_packed = torch.stack(packed)
         self.cpu_scales_and_zeros = torch.stack(scales).contiguous()
+        # Per-expert views made once: indexing a tensor per call is an op too, and decode makes many.
+        self._cpu_views = list(
+            zip(self.cpu_packed.unbind(0), self.cpu_scales_and_zeros.unbind(0), strict=True)
+        )
         return self
+
+    def cpu_expert(self, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int4pack weight, scales_and_zeros) of expert e, for `_weight_int4pack_mm_for_cpu`."""
+        return self.prepare_cpu()._cpu_views[e]
 
     def __repr__(self) -> str:
         return (
