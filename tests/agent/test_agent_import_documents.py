@@ -54,6 +54,10 @@ def test_the_default_corpus_is_debians_python_documentation():
     assert docs.count() >= 10
     assert all(d.url.startswith("https://docs.python.org/3/") for d in docs)
     assert not docs.filter(url__contains="genindex").exists()
+    call_command("import_documents", "--default-corpus", "--limit", "20")
+    assert Document.objects.filter(source="python-docs").count() == docs.count(), (
+        "a second start imports nothing"
+    )
 
 
 def test_a_url_on_a_private_address_is_skipped_with_a_reason(capsys):

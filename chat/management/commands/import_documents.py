@@ -63,13 +63,18 @@ class Command(BaseCommand):
         parser.add_argument("--source", default="", help="label stored with each document")
         parser.add_argument("--base-url", default="", help="URL prefix for files (default: file:// paths)")
         parser.add_argument("--limit", type=int, default=0, help="import at most this many files per folder")
+        parser.add_argument("--force", action="store_true", help="re-import the default corpus if present")
 
-    def handle(self, *args, sources, default_corpus, source, base_url, limit, **options):
+    def handle(self, *args, sources, default_corpus, source, base_url, limit, force, **options):
         if not sources and not default_corpus:
             raise CommandError("name files, folders or URLs to import, or pass --default-corpus")
         total = 0
         if default_corpus:
-            total += self.import_default_corpus(limit)
+            # `make run` asks for it on every start; importing takes minutes, so once is enough.
+            if not force and Document.objects.filter(source__in=("python-docs", "pydoc")).exists():
+                self.stdout.write("The default corpus is already imported (--force re-imports it)")
+            else:
+                total += self.import_default_corpus(limit)
         for item in sources:
             if item.startswith(("http://", "https://")):
                 total += self.import_url(item, source or "web")
