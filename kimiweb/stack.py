@@ -194,6 +194,8 @@ def run(var_dir: Path, start: bool = True) -> int:
 def test(var_dir: Path, pytest_args: list[str]) -> int:
     started = bring_up_services(var_dir)
     try:
+        # Tests of the production mode (DEBUG=false) serve static files from STATIC_ROOT, as production does.
+        manage("collectstatic", "--noinput", "-v", "0")
         return subprocess.run(
             [sys.executable, "-m", "pytest", *pytest_args], cwd=BASE_DIR, env=child_env()
         ).returncode
