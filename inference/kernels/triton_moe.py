@@ -63,10 +63,12 @@ def _moe_w4a16_kernel(
     pid_m = first_m + (pid % group_rows)
     pid_n = (pid % (GROUP_M * num_pid_n)) // group_rows
 
+    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    if expert < 0:  # a block past the last expert's run: nothing to do
+        return
     offs_sorted = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     ids = tl.load(sorted_ids_ptr + offs_sorted)
     row_mask = ids < num_valid
-    expert = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
     if A_ROWS_ARE_TOKENS:
         a_rows = ids // top_k
     else:
@@ -102,26 +104,29 @@ def _moe_w4a16_kernel(
 
 
 def moe_align(topk_ids: torch.Tensor, num_experts: int, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort assignments by expert and pad each expert's run to block_m.
+    """Sort assignments by expert and pad each expert's run to block_m, without a device-to-host sync.
 
-    Returns (sorted_ids [P] int32 with padding = M*k, expert_ids [P / block_m] int32).
+    Returns (sorted_ids int32 [P], expert_ids int32 [P / block_m]), P = M*k + E*(block_m - 1) rounded up
+    to block_m: a size known from shapes alone, so CUDA graphs can capture it. Padding ids are M*k;
+    blocks past the last expert's run have expert id -1 and the kernel skips them.
     """
     flat = topk_ids.reshape(-1).to(torch.int64)
     num_valid = flat.numel()
-    counts = torch.bincount(flat, minlength=num_experts)  # [E]
+    device = flat.device
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=device)
+    counts.scatter_add_(0, flat, torch.ones_like(flat))  # bincount would sync to size its output
     padded = (counts + block_m - 1) // block_m * block_m
+    padded_end = torch.cumsum(padded, 0)
     order = torch.argsort(flat, stable=True)
-    # Position of each sorted assignment in the padded list: its expert's padded start + rank in expert.
-    padded_start = torch.cumsum(padded, 0) - padded
-    start = torch.cumsum(counts, 0) - counts
     sorted_experts = flat[order]
-    rank = torch.arange(num_valid, device=flat.device) - start[sorted_experts]
-    total = int(padded.sum())
-    sorted_ids = torch.full((total,), num_valid, dtype=torch.int32, device=flat.device)
-    sorted_ids[padded_start[sorted_experts] + rank] = order.to(torch.int32)
-    expert_ids = torch.repeat_interleave(
-        torch.arange(num_experts, device=flat.device, dtype=torch.int32), padded // block_m
-    )
+    # Position of each sorted assignment: its expert's padded start + its rank within the expert.
+    rank = torch.arange(num_valid, device=device) - (torch.cumsum(counts, 0) - counts)[sorted_experts]
+    max_blocks = triton.cdiv(num_valid + num_experts * (block_m - 1), block_m)
+    sorted_ids = torch.full((max_blocks * block_m,), num_valid, dtype=torch.int32, device=device)
+    sorted_ids[(padded_end - padded)[sorted_experts] + rank] = order.to(torch.int32)
+    block_starts = torch.arange(max_blocks, device=device) * block_m
+    expert_ids = torch.searchsorted(padded_end, block_starts, right=True)
+    expert_ids = torch.where(expert_ids < num_experts, expert_ids, -1).to(torch.int32)
     return sorted_ids, expert_ids
 
 

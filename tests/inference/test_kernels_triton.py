@@ -78,9 +78,14 @@ def test_triton_kernel_matches_reference_under_the_interpreter(interpreter_error
 def test_moe_align_pads_each_experts_rows_to_the_block_and_keeps_every_assignment_once():
     topk_ids = torch.tensor([[3, 0], [3, 1], [3, 0], [3, 1], [3, 0]])  # expert 2 idle
     sorted_ids, expert_ids = moe_align(topk_ids, num_experts=4, block_m=4)
-    assert expert_ids.tolist() == [0, 1, 3, 3]  # 3 tokens, 2 tokens, none, 5 tokens -> 1, 1, 0, 2 blocks
+    # 3 tokens, 2 tokens, none, 5 tokens -> 1, 1, 0, 2 blocks; the rest of the static size is skipped (-1)
+    assert expert_ids.tolist() == [0, 1, 3, 3, -1, -1]
+    assert sorted_ids.numel() == 4 * 6  # M*k + E*(block_m - 1) = 22, rounded up to the block
     padding = topk_ids.numel()
     assert sorted(i for i in sorted_ids.tolist() if i != padding) == list(range(padding))
     for block, expert in enumerate(expert_ids.tolist()):
         rows = [i for i in sorted_ids[block * 4 : block * 4 + 4].tolist() if i != padding]
-        assert rows and all(topk_ids.reshape(-1)[i] == expert for i in rows)
+        if expert < 0:
+            assert rows == []
+        else:
+            assert rows and all(topk_ids.reshape(-1)[i] == expert for i in rows)
