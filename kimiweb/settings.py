@@ -80,8 +80,14 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py 8 defaults socket_timeout to 5 s, the same as channels-redis's 5 s BZPOPMIN: an idle
-        # socket's receive then times out and the consumer dies with 1011 (redis/redis-py#4091).
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 5000, "expiry": 60},
+        # socket's receive then times out and the consumer dies with 1011 (redis/redis-py#4091). It also
+        # caps a pool at 100 connections and fails (not waits) past that: 100 sockets connecting at once
+        # to one Daphne got MaxConnectionsError.
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "max_connections": 2000}],
+            "capacity": 5000,
+            "expiry": 60,
+        },
     }
 }
 
