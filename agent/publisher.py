@@ -8,7 +8,10 @@ across worker deaths.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import queue
+import threading
 
 import redis
 
@@ -47,22 +50,31 @@ class EventPublisher:
         self._loop = asyncio.new_event_loop() if channel_layer is not None else None
 
     def publish(self, event: Event) -> int:
-        self.seq += 1
-        data = event.to_dict(seq=self.seq, turn=self.turn)
-        self.redis.xadd(
-            self.key,
-            {STREAM_FIELD: event.to_json(seq=self.seq, turn=self.turn)},
-            id=f"{self.seq}-0",
-            maxlen=self.maxlen,
-            approximate=True,
-        )
+        return self.publish_batch([event])
+
+    def publish_batch(self, events: list[Event]) -> int:
+        """Append the events in one Redis round trip, then group_send each in order; return the last seq."""
+        stamped = []
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            self.seq += 1
+            stamped.append(event.to_dict(seq=self.seq, turn=self.turn))
+            pipe.xadd(
+                self.key,
+                {STREAM_FIELD: json.dumps(stamped[-1], ensure_ascii=False, separators=(",", ":"))},
+                id=f"{self.seq}-0",
+                maxlen=self.maxlen,
+                approximate=True,
+            )
+        pipe.execute()
         if self._loop is not None:
-            try:
-                self._loop.run_until_complete(
-                    self.layer.group_send(self.group, {"type": "turn.event", "event": data})
-                )
-            except Exception:  # live delivery is best effort: the stream (and Postgres) keep the truth
-                log.exception("group_send failed for turn %s seq %d", self.turn, self.seq)
+            for data in stamped:
+                try:
+                    self._loop.run_until_complete(
+                        self.layer.group_send(self.group, {"type": "turn.event", "event": data})
+                    )
+                except Exception:  # live delivery is best effort: the stream (and Postgres) keep the truth
+                    log.exception("group_send failed for turn %s seq %d", self.turn, data["seq"])
         return self.seq
 
     def close(self, finished: bool) -> None:
@@ -75,3 +87,47 @@ class EventPublisher:
                 log.debug("closing channel layer pools failed", exc_info=True)
             self._loop.close()
             self._loop = None
+
+
+class BackgroundPublisher:
+    """Publishes from its own thread, so the loop never waits on Redis between deltas.
+
+    Events keep their order (one FIFO, one thread); whatever queued up while Redis was busy goes out
+    in one pipelined batch. A full queue blocks the caller: back-pressure rather than unbounded memory.
+    """
+
+    _CLOSE = object()
+
+    def __init__(self, publisher: EventPublisher, max_queue: int = 10_000, max_batch: int = 256):
+        self.publisher = publisher
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name=f"publish-{publisher.turn}", daemon=True)
+        self._thread.start()
+
+    def publish(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def _run(self) -> None:
+        closing = False
+        while not closing:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is self._CLOSE:
+                closing = True
+                batch.pop()
+            if batch:
+                try:
+                    self.publisher.publish_batch(batch)
+                except Exception:  # Redis unreachable: Postgres still has the turn; keep the worker going
+                    log.exception("publishing %d events of turn %s failed", len(batch), self.publisher.turn)
+
+    def close(self, finished: bool) -> None:
+        """Publish everything queued, then close the underlying publisher."""
+        self._queue.put(self._CLOSE)
+        self._thread.join()
+        self.publisher.close(finished)

@@ -24,7 +24,7 @@ from .client import ModelClient
 from .control import get_redis
 from .events import TurnFinished, cancel_key
 from .loop import AgentLoop, LoopConfig
-from .publisher import EventPublisher
+from .publisher import BackgroundPublisher, EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,15 @@ def execute_turn(
         client = ModelClient(settings.LLM_BASE_URL, settings.LLM_MODEL, settings.LLM_API_KEY)
     from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
-    publisher = EventPublisher(
-        redis,
-        channel_layers.make_backend(DEFAULT_CHANNEL_LAYER),
-        turn.uuid,
-        turn.conversation.uuid,
-        maxlen=getattr(settings, "AGENT_EVENTS_MAXLEN", 100_000),
-        ttl=getattr(settings, "AGENT_EVENTS_TTL", 24 * 3600),
+    publisher = BackgroundPublisher(
+        EventPublisher(
+            redis,
+            channel_layers.make_backend(DEFAULT_CHANNEL_LAYER),
+            turn.uuid,
+            turn.conversation.uuid,
+            maxlen=getattr(settings, "AGENT_EVENTS_MAXLEN", 100_000),
+            ttl=getattr(settings, "AGENT_EVENTS_TTL", 24 * 3600),
+        )
     )
     heartbeat = Heartbeat(turn.id, owner, lease)
     flag = cancel_key(turn.uuid)

@@ -75,6 +75,9 @@ class ScriptedModelServer:
         self.script = script  # a list of Reply (consumed in order) or a function(request, n) -> Reply
         self.requests: list[dict] = []
         self.disconnects = 0  # streams the client closed before the end
+        self.timings: list[
+            tuple[float, float]
+        ] = []  # per request: (body read, last byte written), perf_counter
         self.lock = threading.Lock()
         outer = self
 
@@ -91,6 +94,7 @@ class ScriptedModelServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                began = time.perf_counter()
                 with outer.lock:
                     n = len(outer.requests)
                     outer.requests.append(body)
@@ -118,6 +122,8 @@ class ScriptedModelServer:
                         self.wfile.flush()
                     self.wfile.write(b"data: [DONE]\n\n")
                     self.wfile.flush()
+                    with outer.lock:
+                        outer.timings.append((began, time.perf_counter()))
                 except (BrokenPipeError, ConnectionResetError):
                     with outer.lock:
                         outer.disconnects += 1
