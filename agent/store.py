@@ -64,6 +64,14 @@ def renew_lease(turn_id: int, owner: str, lease_seconds: float) -> bool:
     )
 
 
+def set_model(turn: Turn, model: str) -> None:
+    Turn.objects.filter(id=turn.id).update(model=model)
+
+
+def running_turn_ids() -> list[int]:
+    return list(Turn.objects.filter(status=Turn.Status.RUNNING).values_list("id", flat=True))
+
+
 def build_transcript(turn: Turn) -> tuple[list[dict], TurnState]:
     """The model context from Postgres: the visible conversation up to the turn's user message, then
     the turn's finished steps (assistant tool-call messages with their reasoning, and tool results).

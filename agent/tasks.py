@@ -103,7 +103,7 @@ def execute_turn(
     )
     messages, state = store.build_transcript(turn)
     if not turn.model:
-        type(turn).objects.filter(id=turn.id).update(model=client.model)
+        store.set_model(turn, client.model)
     recorder = store.TurnRecorder(turn, checkpoint_every)
     heartbeat.start()
     finished = False
@@ -150,9 +150,7 @@ def run_turn(self, turn_id: int):
 @shared_task(name="agent.tasks.resume_orphaned_turns", queue="agent")
 def resume_orphaned_turns():
     """Enqueue every turn marked running: those whose worker died get resumed, live ones are left be."""
-    from chat.models import Turn
-
-    ids = list(Turn.objects.filter(status=Turn.Status.RUNNING).values_list("id", flat=True))
+    ids = store.running_turn_ids()
     for turn_id in ids:
         run_turn.delay(turn_id)
     return len(ids)
