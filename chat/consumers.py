@@ -131,6 +131,18 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         projection = self._projection(turn_uuid, started=turn.started, status=turn.status)
         events = await replay_events(turn_uuid, 0)
+        if events and events[0]["seq"] > 1:
+            # The worker caps a stream's length; a turn longer than the cap lost its first events.
+            # Postgres holds the checkpointed text of those, so rebuild the whole turn from there.
+            log.info(
+                "stream of turn %s starts at seq %d; rebuilding from Postgres", turn_uuid, events[0]["seq"]
+            )
+            projection = await database_sync_to_async(project_from_db)(turn)
+            projection.extra_context = {"csrf_token": self.csrf_token}
+            projection.seq = events[-1]["seq"]
+            self.extra.append(await database_sync_to_async(projection.render_full)())
+            self.turns[turn_uuid] = projection
+            return
         if events is None:
             if turn.is_finished or turn.steps:
                 # The stream is gone: show the checkpointed turn whole, from Postgres.

@@ -276,3 +276,38 @@ async def test_a_second_tab_sees_a_turn_started_in_the_first(alice):
     assert re.search(r'id="status-[0-9a-f-]+" data-status="queued"', text)
     for tab in (tab1, tab2):
         await tab.disconnect()
+
+
+async def test_a_failed_turn_shows_the_workers_error_calmly(running_turn, alice, publisher):
+    conv = await database_sync_to_async(lambda: running_turn.conversation)()
+    pub = await database_sync_to_async(publisher)(running_turn)
+    comm, _, _ = await connect(conv, alice)
+    await comm.send_json_to({"action": "resume", "turn": str(running_turn.uuid), "after": 0})
+    await pub.aemit(TurnStarted())
+    await pub.aemit(
+        TurnFinished(status="failed", error="The model server is not answering; try again shortly.")
+    )
+    text = await read_until(comm, lambda t: 'data-status="failed"' in t)
+    assert f'<div class="turn-error" id="err-{running_turn.uuid}" role="alert">' in text
+    assert "The model server is not answering; try again shortly." in text
+    await comm.disconnect()
+
+
+async def test_a_stream_trimmed_by_its_length_cap_is_rebuilt_from_postgres(alice, publisher):
+    conv = await database_sync_to_async(make_conversation)(alice)
+    turn = await database_sync_to_async(make_finished_turn)(conv, answer="Checkpointed **answer**")
+    await database_sync_to_async(Turn.objects.filter(pk=turn.pk).update)(status="running")
+    pub = await database_sync_to_async(publisher)(turn)
+    for i in range(5):
+        await pub.aemit(ReasoningDelta(text=f"d{i}"), to_group=False)
+    sync_redis().xtrim(
+        f"turn:{turn.uuid}:events", minid="3-0", approximate=False
+    )  # what XADD MAXLEN does to long turns
+    comm, _, _ = await connect(conv, alice)
+    await comm.send_json_to({"action": "resume", "turn": str(turn.uuid), "after": 0})
+    text = await read_until(comm, lambda t: "Checkpointed <strong>answer</strong>" in t)
+    assert f'<article class="turn" id="turn-{turn.uuid}"' in text
+    await pub.aemit(ReasoningDelta(text="live-after"))
+    text = await read_until(comm, lambda t: "live-after" in t)
+    assert 'data-seq="6"' in text
+    await comm.disconnect()
