@@ -37,21 +37,28 @@ class BlockManager:
         return hashes
 
     def can_allocate(self, seq: Sequence, reserve: int = 0) -> bool:
-        return self.blocks_needed(len(seq) + 1) - self._num_cache_hits(seq) <= self.num_free - reserve
+        """Whether `seq` fits now, keeping `reserve` blocks free. Cached blocks it would reuse cost
+        nothing, except that idle ones (in the free list) stop being free."""
+        hits = self._cache_hits(seq)
+        idle_hits = sum(1 for block in hits if self.ref_counts[block] == 0)
+        fresh = self.blocks_needed(len(seq) + 1) - len(hits)
+        return fresh + idle_hits <= self.num_free - reserve
 
-    def _num_cache_hits(self, seq: Sequence) -> int:
+    def _cache_hits(self, seq: Sequence) -> list[int]:
         # Keep at least one token to compute: the forward pass needs it to produce logits.
         full = (len(seq) - 1) // self.block_size
-        hits = 0
+        hits = []
         for h in self._hashes(seq.token_ids, full):
             block = self.cached.get(h)
             if block is None:
                 break
-            hits += 1
+            hits.append(block)
         return hits
 
     def allocate(self, seq: Sequence) -> None:
         """Give `seq` blocks for its current tokens, reusing cached prefix blocks."""
+        if not self.can_allocate(seq):
+            raise RuntimeError("allocate() without room; the scheduler checks can_allocate() first")
         full = (len(seq) - 1) // self.block_size
         table = []
         for h in self._hashes(seq.token_ids, full):

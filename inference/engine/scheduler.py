@@ -38,8 +38,8 @@ class Scheduler:
             seq = self.waiting[0]
             if not self.blocks.can_allocate(seq, reserve=len(self.running)):
                 break
-            self.waiting.popleft()
             self.blocks.allocate(seq)
+            self.waiting.popleft()
             seq.status = Status.RUNNING
             self.running.append(seq)
         prefill = next((s for s in self.running if len(s) - s.num_computed > 1), None)
