@@ -152,3 +152,20 @@ def test_the_tool_tells_the_model_which_limit_it_hit():
     # CPU limit 2 s within 4 s of wall time: which comes first depends on how busy the machine is.
     assert result.error in ("killed: CPU time limit (2 s) exceeded", "timed out after 4 s (wall clock)")
     assert result.text.endswith(f"[{result.error}]")
+
+
+def test_without_bubblewrap_the_fallback_is_logged_and_still_limits_the_program(monkeypatch, caplog):
+    from agent.tools import sandbox
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    with caplog.at_level("ERROR", logger="agent.tools.sandbox"):
+        assert sandbox._self_test() == "rlimit"
+    assert "rlimits ONLY" in caplog.text
+    monkeypatch.setattr(sandbox, "_mode", "rlimit")
+    monkeypatch.setenv("LLM_API_KEY", "sk-secret-do-not-leak")
+    result = run_python("import os; print(sorted(os.environ)); print(os.getuid())", Limits())
+    assert not result.sandboxed and "LLM_API_KEY" not in result.stdout
+    assert result.stdout.splitlines()[1] == ("65534" if os.geteuid() == 0 else str(os.geteuid()))
+    t0 = time.monotonic()
+    looped = run_python("while True: pass", Limits(cpu_seconds=1, wall_seconds=20))
+    assert looped.returncode in (-signal.SIGXCPU, -signal.SIGKILL) and time.monotonic() - t0 < 10
