@@ -379,7 +379,7 @@ def events_from_db(turn) -> list[dict]:
         for call in step.tool_calls.all():
             duration = 0
             if call.finished and call.started:
-                duration = int((call.finished - call.started).total_seconds() * 1000)
+                duration = max(0, int((call.finished - call.started).total_seconds() * 1000))
             base = {"call_id": call.call_id, "name": call.name, "arguments": call.arguments}
             events.append({"type": "tool.started", **base, "index": call.index})
             if call.status == "running":

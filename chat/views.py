@@ -218,7 +218,7 @@ def share(request, uuid):
         services.revoke_share(conv)
     else:
         services.share(conv)
-    return redirect(reverse("chat:conversation", args=[conv.uuid]) + "#share")
+    return redirect(reverse("chat:conversation", args=[conv.uuid]) + "?share=1#share")
 
 
 def shared(request, token):
