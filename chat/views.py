@@ -159,6 +159,9 @@ def delete(request, uuid):
     """GET asks for confirmation; POST deletes."""
     conv = _owned(request, uuid)
     if request.method == "POST":
+        turn = services.active_turn(conv)
+        if turn is not None:
+            services.cancel(turn)  # stop the worker before its rows disappear
         conv.delete()
         return redirect("chat:index")
     return render(request, "chat/delete_confirm.html", _page_context(request, conv))
