@@ -27,7 +27,8 @@ Routing weights are applied inside (any routed_scaling_factor is already in them
 
 Backends: "reference" (dequantize + float32 matmul, the oracle), "cpu" (torch int4pack ops, bf16
 activations), "triton" (fused grouped GEMM with in-kernel dequantization; GPU, or CPU tensors under
-TRITON_INTERPRET=1), "auto" (triton for CUDA tensors, cpu otherwise).
+TRITON_INTERPRET=1), "auto" (triton for int4 experts on CUDA, cpu otherwise; the cpu path runs bf16
+experts on any device).
 """
 
 import torch
@@ -56,7 +57,9 @@ def fused_moe_w4a16(
         raise ValueError(f"backend {backend!r} not in {BACKENDS}")
     _check_shapes(hidden, w13, w2, topk_weights, topk_ids)
     if backend == "auto":
-        backend = "triton" if hidden.is_cuda else "cpu"
+        # bf16 experts on a GPU take the grouped torch path ("cpu" is device-agnostic for dense weights).
+        int4 = isinstance(w13, Int4Experts) and isinstance(w2, Int4Experts)
+        backend = "triton" if hidden.is_cuda and int4 else "cpu"
     if backend == "reference":
         return fused_moe_reference(hidden, w13, w2, topk_weights, topk_ids)
     if backend == "cpu":

@@ -29,8 +29,9 @@ def fused_moe_cpu(
 ) -> torch.Tensor:
     x = hidden.to(torch.bfloat16)
     inter = w13.out_features // 2
-    w13.prepare_cpu()
-    w2.prepare_cpu()
+    if not hidden.is_cuda:
+        w13.prepare_cpu()
+        w2.prepare_cpu()
     # Group (token, weight) pairs by expert in Python: cheaper than tensor ops for decode-sized batches.
     by_expert: dict[int, tuple[list[int], list[float]]] = {}
     for t, (row_ids, row_weights) in enumerate(zip(topk_ids.tolist(), topk_weights.tolist(), strict=True)):
@@ -39,7 +40,7 @@ def fused_moe_cpu(
             tokens.append(t)
             weights.append(w)
 
-    out = torch.zeros(hidden.shape, dtype=torch.float32)
+    out = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
     for e, (tokens, weights) in by_expert.items():
         if len(tokens) == 1:
             t = tokens[0]
@@ -47,11 +48,11 @@ def fused_moe_cpu(
             a = F.silu(h[:, :inter]).mul_(h[:, inter:])
             out[t].add_(_linear(a, w2, e)[0], alpha=weights[0])
         else:
-            rows = torch.tensor(tokens)
+            rows = torch.tensor(tokens, device=hidden.device)
             h = _linear(x.index_select(0, rows), w13, e)  # [c, 2I]
             a = F.silu(h[:, :inter]).mul_(h[:, inter:])
             y = _linear(a, w2, e).to(torch.float32)  # [c, H]
-            out.index_add_(0, rows, y.mul_(torch.tensor(weights).unsqueeze(1)))
+            out.index_add_(0, rows, y.mul_(torch.tensor(weights, device=hidden.device).unsqueeze(1)))
     return out.to(hidden.dtype)
 
 
