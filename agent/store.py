@@ -68,8 +68,11 @@ def set_model(turn: Turn, model: str) -> None:
     Turn.objects.filter(id=turn.id).update(model=model)
 
 
-def running_turn_ids() -> list[int]:
-    return list(Turn.objects.filter(status=Turn.Status.RUNNING).values_list("id", flat=True))
+def running_turn_leases() -> list[tuple[int, float]]:
+    """(turn id, seconds until its lease lapses; 0 if it already has) for every running turn."""
+    now = timezone.now()
+    rows = Turn.objects.filter(status=Turn.Status.RUNNING).values_list("id", "lease_expires")
+    return [(i, max(0.0, (exp - now).total_seconds()) if exp else 0.0) for i, exp in rows]
 
 
 def build_transcript(turn: Turn) -> tuple[list[dict], TurnState]:

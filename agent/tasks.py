@@ -137,23 +137,28 @@ def execute_turn(
 
 
 @shared_task(name="agent.tasks.run_turn", bind=True, acks_late=True, queue="agent", max_retries=None)
-def run_turn(self, turn_id: int):
+def run_turn(self, turn_id: int, sweep: bool = False):
     close_old_connections()
     claim = execute_turn(turn_id)
     if claim.retry_in:
-        # Another worker holds a live lease. Look again when it would expire: if that worker has died
-        # by then, this task resumes the turn; if the turn finished, it does nothing.
+        if sweep:
+            return "alive"  # a sweep's probe: the holder is alive, and the next sweep looks again
+        # Another worker holds a live lease (this is a duplicate or redelivered task). Look again when
+        # the lease would expire: if that worker has died by then, this task resumes the turn.
         raise self.retry(countdown=claim.retry_in)
     return "finished" if claim.finished else "ran"
 
 
 @shared_task(name="agent.tasks.resume_orphaned_turns", queue="agent")
 def resume_orphaned_turns():
-    """Enqueue every turn marked running: those whose worker died get resumed, live ones are left be."""
-    ids = store.running_turn_ids()
-    for turn_id in ids:
-        run_turn.delay(turn_id)
-    return len(ids)
+    """Probe every running turn when its lease would lapse: a turn whose worker died is resumed.
+
+    Runs when a worker starts; schedule it with Celery beat (every AGENT_LEASE_SECONDS or so) to
+    also catch workers that die while others keep running."""
+    leases = store.running_turn_leases()
+    for turn_id, seconds_left in leases:
+        run_turn.apply_async((turn_id,), {"sweep": True}, countdown=max(0.0, seconds_left + 0.5))
+    return len(leases)
 
 
 @worker_ready.connect

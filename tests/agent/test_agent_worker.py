@@ -228,3 +228,13 @@ def test_database_writes_per_step_stay_constant_over_300_steps(agent_redis, make
     assert turn.status == "done" and turn.steps == 300
     deltas = {b - a for a, b in zip(per_step[1:-1], per_step[2:-1], strict=False)}
     assert deltas == {5}, deltas  # step insert, tool call insert+update, step update, turn update
+
+
+def test_a_sweep_probe_leaves_a_turn_with_a_live_lease_alone(agent_redis, make_turn):
+    from agent.tasks import run_turn
+
+    turn = make_turn()
+    store.claim_turn(turn.id, "some-live-worker", lease_seconds=30)
+    assert run_turn.apply(args=(turn.id,), kwargs={"sweep": True}).get() == "alive"
+    turn.refresh_from_db()
+    assert turn.lease_owner == "some-live-worker" and Step.objects.filter(turn=turn).count() == 0
