@@ -6,7 +6,6 @@ import uuid
 
 from chat.fragments import TurnProjection, search_sources
 
-
 T = str(uuid.UUID(int=7))
 
 
@@ -19,7 +18,10 @@ def test_thinking_deltas_append_to_one_segment_and_a_frame_is_one_message():
     p.apply(ev(1, "turn.started"))
     p.apply(ev(2, "reasoning.delta", text="a<b"))
     first = p.take_frame()
-    assert f'<div hx-swap-oob="beforeend:#trace-{T}"><div class="seg seg-think" id="seg-{T}-1">a&lt;b</div></div>' in first
+    assert (
+        f'<div hx-swap-oob="beforeend:#trace-{T}"><div class="seg seg-think" id="seg-{T}-1">a&lt;b</div></div>'
+        in first
+    )
     for i in range(3, 1003):
         p.apply(ev(i, "reasoning.delta", text="x"))
     frame = p.take_frame()
@@ -33,7 +35,16 @@ def test_a_tool_call_splits_the_thinking_and_text_after_it_opens_a_new_segment()
     p.apply(ev(1, "reasoning.delta", text="before"))
     p.apply(ev(2, "tool.started", call_id="functions.python:0", name="python"))
     p.apply(ev(3, "tool.arguments", call_id="functions.python:0", delta='{"code": "1+1"}'))
-    p.apply(ev(4, "tool.finished", call_id="functions.python:0", name="python", arguments='{"code": "1+1"}', result="2"))
+    p.apply(
+        ev(
+            4,
+            "tool.finished",
+            call_id="functions.python:0",
+            name="python",
+            arguments='{"code": "1+1"}',
+            result="2",
+        )
+    )
     p.apply(ev(5, "reasoning.delta", text="after"))
     kinds = [type(item).__name__ for item in p.items]
     assert kinds == ["Segment", "ToolCard", "Segment"]
@@ -74,7 +85,12 @@ def test_many_tool_calls_get_a_compact_summary_by_tool():
 
 def test_search_results_become_sources_and_unsafe_links_are_dropped():
     result = json.dumps(
-        {"results": [{"title": "A", "url": "https://a.example/x"}, {"title": "B", "url": "javascript:alert(1)"}]}
+        {
+            "results": [
+                {"title": "A", "url": "https://a.example/x"},
+                {"title": "B", "url": "javascript:alert(1)"},
+            ]
+        }
     )
     assert [s["url"] for s in search_sources(result)] == ["https://a.example/x"]
     assert search_sources("not json") == []
