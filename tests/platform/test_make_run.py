@@ -6,13 +6,11 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import psutil
-import psycopg
 import pytest
 from django.conf import settings
 
@@ -24,12 +22,12 @@ ADMIN = {"ADMIN_USERNAME": "smoke-admin", "ADMIN_PASSWORD": "smoke-admin-passphr
 
 @pytest.fixture
 def smoke_database_url():
-    """A database of its own on the configured Postgres (so its migrations touch nobody's data)."""
+    """A database of its own on the configured Postgres, so its migrations touch nobody's data.
+
+    It is kept between runs: set-up is idempotent, and the default corpus takes minutes to import once.
+    """
     configured = os.environ.get("DATABASE_URL") or services.DEFAULT_DATABASE_URL
-    name = f"kimiweb_smoke_{uuid.uuid4().hex[:8]}"
-    yield urlsplit(configured)._replace(path=f"/{name}").geturl()
-    with psycopg.connect(urlsplit(configured)._replace(path="/postgres").geturl(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return urlsplit(configured)._replace(path="/kimiweb_smoke").geturl()
 
 
 def wait_for_health(base_url: str, make: subprocess.Popen, log: Path, timeout: float = 300) -> None:
