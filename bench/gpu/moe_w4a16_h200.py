@@ -1,6 +1,7 @@
 """GPU benchmark (one H200, < 8 min): our Triton W4A16 fused MoE vs SGLang's Marlin and Triton W4A16 MoE vs bf16.
 
     python bench/gpu/moe_w4a16_h200.py [--shapes kimi-k2 moonlight] [--tokens 1 2 4 8 16 32 64 128 256]
+    python bench/gpu/moe_w4a16_h200.py --tune    # sweep our kernel's tile configs; copy winners to _CONFIGS
 
 Kimi K2 expert shapes with all 384 experts (int4 8.5 GB, bf16 34 GB) and Moonlight-16B-A3B. Every path gets
 the same weights (ours in the checkpoint layout, SGLang's converted the way its loaders do) and the same
@@ -17,6 +18,7 @@ import torch
 import triton
 
 from inference.kernels import Int4Experts, fused_moe_w4a16, select_experts_softmax
+from inference.kernels.triton_moe import fused_moe_triton
 
 SHAPES = {
     "kimi-k2": (7168, 2048, 384, 8),
@@ -126,6 +128,7 @@ def main() -> None:
     )
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64, 128, 256])
     parser.add_argument("--smoke", action="store_true", help="tiny shape on CPU (needs TRITON_INTERPRET=1)")
+    parser.add_argument("--tune", action="store_true", help="sweep tile configs of our kernel instead")
     args = parser.parse_args()
     if args.smoke:
         device, shapes, tokens = torch.device("cpu"), ["smoke"], [1, 3]
@@ -137,7 +140,7 @@ def main() -> None:
     started = time.time()
 
     for name in shapes:
-        bench_shape(name, tokens, device)
+        (tune_shape if args.tune else bench_shape)(name, tokens, device)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     print(f"\ndone in {time.time() - started:.0f} s (H200 HBM3e peak is 4.8 TB/s)")
@@ -185,6 +188,44 @@ def bench_shape(name: str, tokens: list[int], device: torch.device) -> None:
         print(
             f"{m:>4} {active:>6} {cells} {bf16 / ours:>9.2f}x {active * per_expert_bytes / ours / 1e6:>9.2f}"
         )
+
+
+# Candidate tiles: (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages).
+TUNE_CANDIDATES = [
+    (16, 64, 128, 1, 4, 4),
+    (16, 128, 128, 1, 4, 4),
+    (16, 64, 256, 1, 4, 3),
+    (16, 32, 128, 1, 4, 5),
+    (32, 64, 128, 4, 4, 4),
+    (64, 128, 128, 8, 8, 3),
+    (64, 64, 128, 8, 4, 4),
+    (128, 128, 64, 8, 8, 3),
+]
+
+
+def tune_shape(name: str, tokens: list[int], device: torch.device) -> None:
+    """Time every candidate tile for each M; print the best (checked against the reference)."""
+    hidden_size, inter, experts, top_k = SHAPES[name]
+    w13 = random_experts(experts, 2 * inter, hidden_size, device, 1)
+    w2 = random_experts(experts, hidden_size, inter, device, 2)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
+    print(f"\ntune {name}: H={hidden_size} I={inter} E={experts} top-{top_k}, microseconds per candidate")
+    for m in tokens:
+        g = torch.Generator(device=device).manual_seed(m)
+        hidden = torch.randn(m, hidden_size, device=device, generator=g).to(dtype)
+        weights, ids = select_experts_softmax(torch.randn(m, experts, device=device, generator=g), top_k)
+        ref = reference(hidden, w13, w2, weights, ids).float()
+        results = []
+        for bm, bn, bk, gm, warps, stages in TUNE_CANDIDATES:
+            if device.type != "cuda" and bk > 64:
+                continue  # the interpreter is slow; the smoke run only checks the loop works
+            config = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=gm, num_warps=warps, num_stages=stages)
+            fn = functools.partial(fused_moe_triton, hidden, w13, w2, weights, ids, config=config)
+            results.append((*time_checked(fn, ref), config))
+        ok = sorted((r for r in results if not r[1]), key=lambda r: r[0])
+        summary = " ".join(f"{t:.0f}" + (f[:5] if f else "") for t, f, _ in results)
+        best = f"{ok[0][0]:.1f} us {ok[0][2]}" if ok else "none passed the check"
+        print(f"M={m:>4}: best {best} | all: {summary}")
 
 
 def time_checked(fn, ref: torch.Tensor) -> tuple[float, str]:

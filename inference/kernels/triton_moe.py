@@ -193,13 +193,14 @@ def fused_moe_triton(
     w2: Experts,  # Int4Experts [E, H, I]
     topk_weights: torch.Tensor,  # [M, k]
     topk_ids: torch.Tensor,  # [M, k]
+    config: dict | None = None,  # tile sizes; None picks from _CONFIGS (bench/gpu --tune sweeps them)
 ) -> torch.Tensor:
     if not (isinstance(w13, Int4Experts) and isinstance(w2, Int4Experts)):
         raise TypeError("the Triton backend runs int4 experts; use backend='cpu' or a dense path for bf16")
     m, top_k = topk_ids.shape
     hidden = hidden.contiguous()
     inter = w2.in_features
-    config = _config(m * top_k / w13.num_experts)
+    config = config or _config(m * top_k / w13.num_experts)
     sorted_ids, expert_ids = moe_align(topk_ids, w13.num_experts, config["BLOCK_M"])
     weights = topk_weights.reshape(-1).to(torch.float32).contiguous()
 
