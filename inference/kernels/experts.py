@@ -85,7 +85,13 @@ class Int4Experts:
         return dequantize(self.weight_packed[expert], self.weight_scale[expert], self.group_size, dtype=dtype)
 
     def to_dense(self, dtype: torch.dtype = torch.bfloat16) -> DenseExperts:
-        return DenseExperts(self.dequantize(dtype))
+        # Expert by expert: dequantizing all at once would hold a float32 copy of every expert.
+        dense = torch.empty(
+            (self.num_experts, self.out_features, self.in_features), dtype=dtype, device=self.device
+        )
+        for e in range(self.num_experts):
+            dense[e] = self.dequantize(dtype, expert=e)
+        return DenseExperts(dense)
 
     def prepare_cpu(self) -> Int4Experts:
         """Repack once for torch's CPU int4 ops (idempotent; call at load time, not per forward).
