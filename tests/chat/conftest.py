@@ -31,8 +31,8 @@ def _fresh_rate_limits():
     client.close()
 
 
-@pytest.fixture(autouse=True)
-def _close_consumer_connections():
+@pytest.fixture
+def close_consumer_connections():
     """Consumers query Postgres from asgiref's worker thread; close its connection so the test
     database can be dropped at the end."""
     yield

@@ -26,7 +26,7 @@ from chat.models import Message, Turn
 from chat.replay import sync_redis
 from kimiweb.asgi import application
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_consumer_connections")]
 
 
 def session_cookie(user) -> bytes:
