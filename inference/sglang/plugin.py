@@ -73,12 +73,14 @@ def _apply_weights_hook(original, scheme, layer, dispatch_output):
 def to_checkpoint_layout(layer: torch.nn.Module) -> None:
     """SGLang loads W4A16 experts transposed (`w13_weight_packed [E, K/8, N]`, scales `[E, K/g, N]`);
     put them back in the checkpoint's `[E, N, K/8]` / `[E, N, K/g]`, the layout our kernel reads."""
-    if getattr(layer, "kimiweb_int4", False):
+    # Compare shapes, not just a flag: SGLang's weight reload resizes parameters back to its own layout.
+    if getattr(layer, "kimiweb_int4_shape", None) == tuple(layer.w13_weight_packed.shape):
         return
     for name in ("w13_weight_packed", "w2_weight_packed", "w13_weight_scale", "w2_weight_scale"):
         param = getattr(layer, name)
         param.data = param.data.transpose(1, 2).contiguous()
     layer.kimiweb_int4 = True
+    layer.kimiweb_int4_shape = tuple(layer.w13_weight_packed.shape)
 
 
 def moe_forward(

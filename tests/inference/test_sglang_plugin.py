@@ -65,6 +65,13 @@ def test_sglang_layout_converts_back_to_the_checkpoint_layout_and_runs_our_kerne
     assert torch.equal(layer.w13_weight_packed, w13.weight_packed)
     assert torch.equal(layer.w2_weight_scale, w2.weight_scale)
 
+    # A weight reload puts SGLang's transposed layout back; converting again must follow it.
+    reloaded = _SGLangStyleMoELayer(w13, w2)
+    for name in ("w13_weight_packed", "w2_weight_packed", "w13_weight_scale", "w2_weight_scale"):
+        getattr(layer, name).data = getattr(reloaded, name).data
+    plugin.to_checkpoint_layout(layer)
+    assert torch.equal(layer.w13_weight_packed, w13.weight_packed)
+
     hidden = torch.randn(5, 64, dtype=torch.bfloat16)
     weights, ids = select_experts_grouped(torch.randn(5, 6), torch.zeros(6), 2, routed_scaling_factor=1.0)
     out = plugin.moe_forward(
