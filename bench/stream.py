@@ -161,9 +161,13 @@ def event_for(k: int, total: int):
 
 
 def publish_worker(
-    turns: list[tuple[str, str]], events: int, rate: float, live: bool, start_at: float, out
+    turns: list[tuple[int, str, str]], events: int, rate: float, live: bool, start_at: float, stamps
 ) -> None:
-    """One publisher process: every 1/rate s, one event to each of its turns, through EventPublisher."""
+    """One publisher process: every 1/rate s, one event to each of its turns, through EventPublisher.
+
+    `stamps` is shared memory: stamps[i * (events + 1) + k] is when turn i's event k was published
+    (0 until it is), so a publisher stopped at the deadline still leaves what it did publish.
+    """
     setup_django()
     import redis
     from channels.layers import channel_layers
@@ -173,7 +177,7 @@ def publish_worker(
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     layer = channel_layers.make_backend("default") if live else None
-    publishers = [EventPublisher(client, layer, turn, conversation) for conversation, turn in turns]
+    publishers = [EventPublisher(client, layer, turn, conversation) for _, conversation, turn in turns]
     if live:
         # One event loop (so one channels-redis pool) for all of this process's turns. A real worker
         # runs one turn per process; sharing keeps the bench from opening hundreds of pools.
@@ -181,7 +185,6 @@ def publish_worker(
         for publisher in publishers[1:]:
             publisher._loop.close()
             publisher._loop = shared_loop
-    stamps = {turn: [0.0] * (events + 1) for _, turn in turns}
     while time.monotonic() < start_at:
         time.sleep(0.001)
     for k in range(1, events + 1):
@@ -189,36 +192,43 @@ def publish_worker(
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        for (_, turn), publisher in zip(turns, publishers, strict=True):
-            stamps[turn][k] = time.monotonic()
-            publisher.publish(event_for(k, events))
+        event = event_for(k, events)
+        for (i, _, _), publisher in zip(turns, publishers, strict=True):
+            stamps[i * (events + 1) + k] = time.monotonic()
+            publisher.publish(event)
     if live:
         publishers[0].close(finished=True)
     client.close()
-    out.put(stamps)
 
 
 def start_publishers(pairs, args, live: bool):
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
+    stamps = ctx.Array("d", len(pairs) * (args.events + 1), lock=False)
     n = max(1, min(args.publishers, len(pairs)))
     start_at = time.monotonic() + 4.0  # time for the spawned interpreters to load Django
+    indexed = [(i, conversation, turn) for i, (conversation, turn) in enumerate(pairs)]
     procs = [
-        ctx.Process(target=publish_worker, args=(pairs[i::n], args.events, args.rate, live, start_at, out))
-        for i in range(n)
+        ctx.Process(
+            target=publish_worker, args=(indexed[j::n], args.events, args.rate, live, start_at, stamps)
+        )
+        for j in range(n)
     ]
     for proc in procs:
         proc.start()
-    return procs, out, start_at
+    return procs, stamps, start_at
 
 
-def collect_stamps(procs, out, timeout: float) -> dict[str, list[float]]:
-    stamps: dict[str, list[float]] = {}
-    for _ in procs:
-        stamps.update(out.get(timeout=timeout))
+def stop_publishers(procs, grace: float) -> bool:
+    """Wait up to `grace` s for the publishers; stop the ones still going. True if all finished."""
+    deadline = time.monotonic() + grace
     for proc in procs:
-        proc.join(timeout=10)
-    return stamps
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    finished = all(proc.exitcode == 0 for proc in procs)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=10)
+    return finished
 
 
 # --- the browser side --------------------------------------------------------------------------------
@@ -295,8 +305,10 @@ class Result:
     events: int
     rate: float
     latencies_ms: list[float]
+    published: int
     delivered: int
     duration_s: float
+    publishers_kept_up: bool
     dropped: int
     reordered: int
     errors: list[str]
@@ -330,6 +342,12 @@ def check_order(text: str, prefix: str, expected: list[int]) -> tuple[int, int]:
 
 
 def analyse_socket(sock: Socket, stamps: list[float], events: int, live: bool):
+    """(latencies ms, published, delivered, dropped, reordered) for one socket.
+
+    Delivered = events covered by the frames received before the deadline; an event published but not
+    yet delivered then is late, not dropped. Dropped and reordered come from the delta text itself.
+    """
+    published = next((k - 1 for k in range(1, events + 1) if stamps[k] == 0.0), events)
     latencies, covered = [], 0
     for t, text in sock.frames:
         if live:
@@ -339,23 +357,23 @@ def analyse_socket(sock: Socket, stamps: list[float], events: int, live: bool):
             top = max(seqs)
         else:
             top = int(text.rsplit("|", 1)[1])
-        for k in range(covered + 1, top + 1):
+        for k in range(covered + 1, min(top, published) + 1):
             latencies.append((t - stamps[k]) * 1000)
         covered = max(covered, top)
-    dropped = events - covered
-    reordered = 0
+    covered = min(covered, published)
+    dropped = reordered = 0
     if live:
         body = "".join(text for _, text in sock.frames)
-        reasoning = [k for k in range(3, events) if event_for(k, events).type == "reasoning.delta"]
-        content = [k for k in range(3, events) if event_for(k, events).type == "content.delta"]
-        for prefix, expected in (("r", reasoning), ("c", content)):
+        for prefix, kind in (("r", "reasoning.delta"), ("c", "content.delta")):
+            expected = [k for k in range(3, covered + 1) if event_for(k, events).type == kind]
             d, r = check_order(body, prefix, expected)
             dropped += d
             reordered += r
     else:
         seqs = [int(text.rsplit("|", 1)[1]) for _, text in sock.frames]
         reordered = sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1)
-    return latencies, dropped, reordered
+        dropped = covered - len(set(seqs) & set(range(1, covered + 1)))
+    return latencies, published, covered, dropped, reordered
 
 
 async def run_clients(socks, follow, connect_timeout: float):
@@ -405,7 +423,7 @@ def measure(mode: str, streams: int, args, daphne=None) -> Result:
         if live:
             result_holder["rss_open"] = rss_kib(daphne[1])
             result_holder["cpu0"] = cpu_seconds(daphne[1])
-        procs, out, start_at = start_publishers(pairs, args, live)
+        procs, stamps, start_at = start_publishers(pairs, args, live)
         go.set()
         peak = result_holder.get("rss_open", 0)
         deadline = start_at + args.events / args.rate + args.timeout
@@ -420,16 +438,17 @@ def measure(mode: str, streams: int, args, daphne=None) -> Result:
             if not task.done():
                 task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        result_holder.update(peak=peak, start_at=start_at, finished=finished)
-        result_holder["stamps"] = await asyncio.to_thread(collect_stamps, procs, out, args.timeout + 30)
+        kept_up = await asyncio.to_thread(stop_publishers, procs, 10.0)
+        result_holder.update(peak=peak, start_at=start_at, finished=finished, stamps=stamps, kept_up=kept_up)
 
     asyncio.run(main())
-    stamps = result_holder["stamps"]
-    latencies, dropped, reordered, errors, delivered, last_frame = [], 0, 0, [], 0, 0.0
-    for sock in socks:
-        lat, d, r = analyse_socket(sock, stamps[sock.turn], args.events, live)
+    stamps, width = result_holder["stamps"], args.events + 1
+    latencies, dropped, reordered, errors, published, delivered, last_frame = [], 0, 0, [], 0, 0, 0.0
+    for i, sock in enumerate(socks):
+        lat, pub, got, d, r = analyse_socket(sock, stamps[i * width : (i + 1) * width], args.events, live)
         latencies.extend(lat)
-        delivered += len(lat)
+        published += pub
+        delivered += got
         dropped += d
         reordered += r
         if sock.error:
@@ -443,7 +462,9 @@ def measure(mode: str, streams: int, args, daphne=None) -> Result:
         events=args.events,
         rate=args.rate,
         latencies_ms=latencies,
+        published=published,
         delivered=delivered,
+        publishers_kept_up=result_holder["kept_up"],
         duration_s=max(1e-9, (last_frame or result_holder["finished"]) - result_holder["start_at"]),
         dropped=dropped,
         reordered=reordered,
@@ -510,7 +531,7 @@ def stop(proc: subprocess.Popen) -> None:
 def print_table(results: list[Result]) -> None:
     header = (
         f"{'path':<22} {'streams':>7} {'events/stream':>13} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'dropped':>7} {'reordered':>9} {'KiB/conn':>8}"
+        f"{'max ms':>8} {'late':>6} {'dropped':>7} {'reordered':>9} {'KiB/conn':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -519,7 +540,8 @@ def print_table(results: list[Result]) -> None:
         per_conn = f"{r.per_connection_kib:.0f}" if r.mode == "daphne" else "—"
         print(
             f"{path:<22} {r.streams:>7} {r.events:>13} {r.delivered / r.duration_s:>9.0f} {r.pct(50):>8.1f} "
-            f"{r.pct(99):>8.1f} {max(r.latencies_ms, default=float('nan')):>8.1f} {r.dropped:>7} {r.reordered:>9} "
+            f"{r.pct(99):>8.1f} {max(r.latencies_ms, default=float('nan')):>8.1f} {r.published - r.delivered:>6} "
+            f"{r.dropped:>7} {r.reordered:>9} "
             f"{per_conn:>8}"
         )
     print(
@@ -547,6 +569,16 @@ def print_table(results: list[Result]) -> None:
         )
         if r.errors:
             print(f"  {len(r.errors)} socket error(s), first: {r.errors[0]} (Daphne's log: {DAPHNE_LOG})")
+    for r in results:
+        if not r.publishers_kept_up or r.published < r.streams * r.events:
+            print(
+                f"  {r.mode}, {r.streams} streams: the publishers fell behind the schedule and were stopped at "
+                f"the deadline ({r.published} of {r.streams * r.events} events published)."
+            )
+    print(
+        "\nlate = published but not yet delivered when the run ended (backlog); dropped/reordered = delta "
+        "text missing or out of order among what was delivered."
+    )
 
 
 def main(argv=None) -> int:

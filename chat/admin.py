@@ -3,22 +3,19 @@ the document corpus with an import form, operator actions (cancel, re-run) and a
 
 Everything shown here was written by a user, the model or a tool, so it is untrusted: it reaches HTML
 only through auto-escaping templates or `format_html`. Trace fields are read-only: the console observes
-turns and acts on them only through the agent's own contracts (the cancel flag, the run_turn task).
+turns and acts on them only through the agent's own entry points (`agent.control.request_cancel`,
+`agent.tasks.run_turn`) and the corpus importer behind `manage.py import_documents`.
 """
 
 from __future__ import annotations
 
-import html as html_lib
-import importlib.util
+import io
 import json
 import logging
-import re
 import uuid
 from functools import partial
 
-import redis
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -32,17 +29,13 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
-from agent.events import cancel_key
+from agent.control import request_cancel
 
 from . import dashboard
 from .dashboard import format_duration
 from .models import Conversation, Document, Message, Step, ToolCall, Turn
 
 log = logging.getLogger(__name__)
-
-# How long a cancel flag set by the console lives: longer than any turn may run, so a worker that
-# picks a queued turn up late still sees it; short enough that Redis does not collect dead flags.
-CANCEL_FLAG_TTL = max(3600, getattr(settings, "AGENT_MAX_TURN_SECONDS", 3600) * 2)
 
 ADMIN_CSS = "kimiweb_admin/admin.css"
 
@@ -81,38 +74,11 @@ def duration_ms(start, end) -> int | None:
     return round((end - start).total_seconds() * 1000)
 
 
-def request_cancel(turn_uuid) -> None:
-    """Raise a turn's cancel flag through the agent's own function when it exists, else the raw contract."""
-    # find_spec, not try/except ImportError: an import error *inside* agent.control must surface.
-    if importlib.util.find_spec("agent.control") is not None:
-        from agent.control import request_cancel as agent_request_cancel
-
-        agent_request_cancel(turn_uuid)
-        return
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        client.set(cancel_key(turn_uuid), "1", ex=CANCEL_FLAG_TTL)
-    finally:
-        client.close()
-
-
-RERUN_UNAVAILABLE = "Cannot re-run: the agent's task module (agent.tasks) is not installed."
-
-
-def agent_tasks_available() -> bool:
-    return importlib.util.find_spec("agent.tasks") is not None
-
-
-def run_turn_task():
-    """The agent's Celery task, imported lazily (the console must load even where the agent cannot)."""
-    from agent.tasks import run_turn
-
-    return run_turn
-
-
 def rerun_turn(turn: Turn) -> Turn:
     """A new queued Turn answering the same user message; enqueued once the transaction commits."""
-    run_turn = run_turn_task()
+    # Imported here: the worker's module pulls in the model client and tools the console never uses.
+    from agent.tasks import run_turn
+
     with transaction.atomic():
         new_turn = Turn.objects.create(
             conversation_id=turn.conversation_id,
@@ -420,11 +386,6 @@ class TurnAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected failed turns", permissions=["operate"])
     def rerun_turns(self, request, queryset):
-        if importlib.util.find_spec("agent.tasks") is None:
-            self.message_user(
-                request, "Cannot re-run: the agent worker code (agent.tasks) is missing.", messages.ERROR
-            )
-            return
         created, skipped = [], 0
         for turn in queryset.select_related(None).only(
             "id", "conversation_id", "user_message_id", "status", "thinking"
@@ -482,9 +443,6 @@ class TurnAdmin(admin.ModelAdmin):
         turn = get_object_or_404(Turn, pk=turn_id)
         if turn.status not in allowed:
             self.message_user(request, f"Turn is {turn.status}; nothing to do.", messages.WARNING)
-            return HttpResponseRedirect(reverse("admin:chat_turn_change", args=[turn.pk]))
-        if act is rerun_turn and not agent_tasks_available():
-            self.message_user(request, RERUN_UNAVAILABLE, messages.ERROR)
             return HttpResponseRedirect(reverse("admin:chat_turn_change", args=[turn.pk]))
         result = act(turn)
         self.message_user(request, done_message(result), messages.SUCCESS)
@@ -707,59 +665,39 @@ class DocumentImportForm(forms.Form):
 MAX_UPLOAD_BYTES = 20 << 20
 
 
-def _title_from(text: str, fallback: str) -> str:
-    for line in text.splitlines():
-        line = line.strip().lstrip("#").strip()
-        if line:
-            return Truncator(line).chars(200)
-    return fallback
+def import_documents(*, files, urls, source) -> tuple[int, list[str]]:
+    """Upsert one Document per uploaded file and per URL, with the same code as `manage.py
+    import_documents` (its HTML/plain-text extraction, its guarded fetch, its upsert).
 
-
-def _import_locally(*, files, urls, source) -> int:
-    """Upsert one Document per uploaded file and per fetched URL (HTML converted to markdown).
-
-    URLs go through the agent's guarded fetch (the SSRF guard), never a bare HTTP client.
+    Returns (documents imported, notes on what was skipped, e.g. a URL the SSRF guard refused).
     """
-    from agent.tools.browse import fetch, html_to_markdown
+    from chat.management.commands.import_documents import (
+        Command,
+        title_and_text_of_html,
+        title_and_text_of_plain,
+    )
 
-    def upsert(url: str, raw: str, is_html: bool, fallback_title: str) -> None:
-        html_title = ""
-        if is_html:
-            match = re.search(r"<title[^>]*>(.*?)</title>", raw, re.IGNORECASE | re.DOTALL)
-            html_title = html_lib.unescape(match.group(1)).strip() if match else ""
-            text = html_to_markdown(raw, url)
-        else:
-            text = raw
-        title = Truncator(html_title).chars(200) if html_title else _title_from(text, fallback_title)
-        Document.objects.update_or_create(url=url, defaults={"title": title, "text": text, "source": source})
-
-    count = 0
+    notes = io.StringIO()
+    command = Command(stdout=io.StringIO(), stderr=notes)
+    rows = []
     for upload in files:
         if upload.size > MAX_UPLOAD_BYTES:
             raise ValueError(f"{upload.name} is larger than {MAX_UPLOAD_BYTES >> 20} MB")
         raw = upload.read().decode("utf-8", errors="replace")
-        is_html = upload.name.lower().endswith((".html", ".htm")) or raw.lstrip()[:15].lower().startswith(
-            ("<!doctype html", "<html")
-        )
-        upsert(f"file:///uploads/{upload.name}", raw, is_html, upload.name)
-        count += 1
+        url = f"file:///uploads/{upload.name}"
+        head = raw.lstrip()[:15].lower()
+        if upload.name.lower().endswith((".html", ".htm")) or head.startswith(("<!doctype html", "<html")):
+            title, text = title_and_text_of_html(raw, url)
+        else:
+            title, text = title_and_text_of_plain(raw, upload.name)
+        if not text.strip():
+            notes.write(f"skipped {upload.name}: no readable text\n")
+            continue
+        rows.append(Document(url=url, title=title[:500] or upload.name, text=text, source=source or "upload"))
+    count = command.save(rows)
     for url in urls:
-        final_url, content_type, body = fetch(url)
-        content_type = content_type.lower()
-        is_html = content_type in ("text/html", "application/xhtml+xml", "")
-        if not is_html and not content_type.startswith("text/") and content_type not in ("application/json",):
-            raise ValueError(f"{final_url} is {content_type}, not a page to import")
-        upsert(final_url, body, is_html, final_url)
-        count += 1
-    return count
-
-
-def import_documents(*, files, urls, source) -> int:
-    """The import behind the console's form: the agent's importer (the code behind
-    `manage.py import_documents`) once it exists, else the console's own upsert. Returns how many
-    documents were created or updated.
-    """
-    return _import_locally(files=files, urls=urls, source=source)
+        count += command.import_url(url, source or "web")
+    return count, [line for line in notes.getvalue().splitlines() if line.strip()]
 
 
 @admin.register(Document)
@@ -819,16 +757,19 @@ class DocumentAdmin(admin.ModelAdmin):
         form = DocumentImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                count = import_documents(
+                count, notes = import_documents(
                     files=form.cleaned_data["files"],
                     urls=form.cleaned_data["urls"],
                     source=form.cleaned_data["source"],
                 )
-            except Exception as exc:  # the importer's failures are shown to the operator and logged
+            except Exception as exc:  # shown to the operator, and logged with its traceback
                 log.exception("document import failed")
                 self.message_user(request, f"Import failed: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"Imported {count} document(s).", messages.SUCCESS)
+                level = messages.SUCCESS if count else messages.WARNING
+                self.message_user(request, f"Imported {count} document(s).", level)
+                for note in notes:
+                    self.message_user(request, note, messages.WARNING)
                 return HttpResponseRedirect(reverse("admin:chat_document_changelist"))
         context = {
             **self.admin_site.each_context(request),

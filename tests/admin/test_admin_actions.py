@@ -4,6 +4,7 @@ re-running a failed turn queues a new turn for the same user message and enqueue
 import pytest
 from django.urls import reverse
 
+from agent import tasks
 from agent.events import cancel_key
 from chat.models import Turn
 
@@ -70,7 +71,6 @@ def test_cancel_button_is_absent_for_a_finished_turn(staff_client, staff_user, t
 def test_rerun_action_queues_a_new_turn_for_the_same_user_message(
     staff_client, staff_user, turn_factory, django_capture_on_commit_callbacks
 ):
-    tasks = pytest.importorskip("agent.tasks", reason="the agent's run_turn task is not written yet")
     failed = turn_factory(staff_user, status="failed", error="model unavailable")
     done = turn_factory(staff_user, status="done")
 
