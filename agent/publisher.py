@@ -15,7 +15,15 @@ import threading
 
 import redis
 
-from .events import STREAM_FIELD, Event, group_name, stream_key
+from .events import (
+    STREAM_FIELD,
+    ContentDelta,
+    Event,
+    ReasoningDelta,
+    ToolCallArguments,
+    group_name,
+    stream_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +97,34 @@ class EventPublisher:
             self._loop = None
 
 
+def coalesce(events: list[Event]) -> list[Event]:
+    """Merge runs of adjacent text deltas of the same kind (same tool call) into one event each.
+
+    Only what queued up while Redis was busy is merged, so a fast path stays one event per delta and
+    a slow one degrades to fewer, larger events instead of falling behind. The text is unchanged.
+    """
+    out: list[Event] = []
+    for event in events:
+        last = out[-1] if out else None
+        if isinstance(event, ReasoningDelta | ContentDelta) and type(last) is type(event):
+            out[-1] = type(event)(text=last.text + event.text)
+        elif (
+            isinstance(event, ToolCallArguments)
+            and isinstance(last, ToolCallArguments)
+            and last.call_id == event.call_id
+        ):
+            out[-1] = ToolCallArguments(call_id=event.call_id, delta=last.delta + event.delta)
+        else:
+            out.append(event)
+    return out
+
+
 class BackgroundPublisher:
     """Publishes from its own thread, so the loop never waits on Redis between deltas.
 
     Events keep their order (one FIFO, one thread); whatever queued up while Redis was busy goes out
-    in one pipelined batch. A full queue blocks the caller: back-pressure rather than unbounded memory.
+    in one pipelined batch, adjacent text deltas merged. A full queue blocks the caller: back-pressure
+    rather than unbounded memory.
     """
 
     _CLOSE = object()
@@ -122,7 +153,7 @@ class BackgroundPublisher:
                 batch.pop()
             if batch:
                 try:
-                    self.publisher.publish_batch(batch)
+                    self.publisher.publish_batch(coalesce(batch))
                 except Exception:  # Redis unreachable: Postgres still has the turn; keep the worker going
                     log.exception("publishing %d events of turn %s failed", len(batch), self.publisher.turn)
 

@@ -238,3 +238,40 @@ def test_a_sweep_probe_leaves_a_turn_with_a_live_lease_alone(agent_redis, make_t
     assert run_turn.apply(args=(turn.id,), kwargs={"sweep": True}).get() == "alive"
     turn.refresh_from_db()
     assert turn.lease_owner == "some-live-worker" and Step.objects.filter(turn=turn).count() == 0
+
+
+def test_the_background_publisher_keeps_order_and_text_while_merging_a_backlog_of_deltas(agent_redis):
+    import uuid
+
+    from agent import events as ev
+    from agent.publisher import BackgroundPublisher, EventPublisher, coalesce
+
+    assert coalesce(
+        [ev.ContentDelta("a"), ev.ContentDelta("b"), ev.ReasoningDelta("c"), ev.ContentDelta("d")]
+    ) == [
+        ev.ContentDelta("ab"),
+        ev.ReasoningDelta("c"),
+        ev.ContentDelta("d"),
+    ]
+    turn = uuid.uuid4()
+    publisher = BackgroundPublisher(EventPublisher(agent_redis, None, turn, uuid.uuid4()))
+    sent = []
+    for i in range(300):
+        sent.append(ev.ContentDelta(text=f"{i} "))
+        if i % 50 == 0:
+            sent.append(ev.ToolCallStarted(call_id=f"functions.x:{i}", index=0, name="x"))
+            sent.append(ev.ToolCallArguments(call_id=f"functions.x:{i}", delta='{"a":'))
+            sent.append(ev.ToolCallArguments(call_id=f"functions.x:{i}", delta="1}"))
+    for event in sent:
+        publisher.publish(event)
+    publisher.close(finished=True)
+    got = [json.loads(f[b"e"]) for _, f in agent_redis.xrange(stream_key(turn))]
+    assert [e["seq"] for e in got] == list(range(1, len(got) + 1))
+    assert "".join(e["text"] for e in got if e["type"] == "content.delta") == "".join(
+        f"{i} " for i in range(300)
+    )
+    started = [e["call_id"] for e in got if e["type"] == "tool.started"]
+    assert started == [f"functions.x:{i}" for i in range(0, 300, 50)]
+    for call_id in started:
+        args = "".join(e["delta"] for e in got if e["type"] == "tool.arguments" and e["call_id"] == call_id)
+        assert args == '{"a":1}'
