@@ -1,5 +1,6 @@
 """Production-safe mode: DEBUG=false with a real SECRET_KEY and ALLOWED_HOSTS passes `manage.py check --deploy`."""
 
+import json
 import os
 import secrets
 import subprocess
@@ -44,3 +45,29 @@ def test_production_mode_refuses_to_start_without_a_secret_key():
     done = manage("check", DEBUG="false", ALLOWED_HOSTS="chat.example.org")
     assert done.returncode != 0
     assert "SECRET_KEY" in done.stderr
+
+
+def test_in_production_mode_health_probes_over_plain_http_are_answered_and_pages_redirect_to_https():
+    probe = (
+        "import django, json; django.setup(); from django.test import Client; c = Client(HTTP_HOST='chat.example.org'); "
+        "h = c.get('/healthz'); p = c.get('/accounts/login/'); "
+        "print(json.dumps([h.status_code, p.status_code, p.get('Location', '')]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=settings.BASE_DIR,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "kimiweb.settings",
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ALLOWED_HOSTS": "chat.example.org",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    health, page, location = json.loads(done.stdout.strip().splitlines()[-1])
+    assert health == 200
+    assert page == 301 and location == "https://chat.example.org/accounts/login/"
