@@ -13,8 +13,9 @@ from inference.engine.sequence import Sequence
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int):
+    def __init__(self, num_blocks: int, block_size: int, prefix_cache: bool = True):
         self.num_blocks, self.block_size = num_blocks, block_size
+        self.prefix_cache = prefix_cache
         self.ref_counts = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
         self.cached: dict[int, int] = {}  # hash → block id
@@ -46,7 +47,7 @@ class BlockManager:
 
     def _cache_hits(self, seq: Sequence) -> list[int]:
         # Keep at least one token to compute: the forward pass needs it to produce logits.
-        full = (len(seq) - 1) // self.block_size
+        full = (len(seq) - 1) // self.block_size if self.prefix_cache else 0
         hits = []
         for h in self._hashes(seq.token_ids, full):
             block = self.cached.get(h)
@@ -59,7 +60,7 @@ class BlockManager:
         """Give `seq` blocks for its current tokens, reusing cached prefix blocks."""
         if not self.can_allocate(seq):
             raise RuntimeError("allocate() without room; the scheduler checks can_allocate() first")
-        full = (len(seq) - 1) // self.block_size
+        full = (len(seq) - 1) // self.block_size if self.prefix_cache else 0
         table = []
         for h in self._hashes(seq.token_ids, full):
             block = self.cached.get(h)
@@ -97,7 +98,7 @@ class BlockManager:
 
     def register_computed(self, seq: Sequence) -> None:
         """Publish the full blocks whose keys/values are now computed, so later requests can share them."""
-        full = seq.num_computed // self.block_size
+        full = seq.num_computed // self.block_size if self.prefix_cache else 0
         hashes = seq.block_hashes
         while len(hashes) < full:  # chained hashes, extended incrementally as the sequence grows
             i = len(hashes)

@@ -39,13 +39,14 @@ class LLMEngine:
         max_waiting: int = 256,
         prefill_chunk: int = 512,
         dtype: torch.dtype = torch.bfloat16,
+        prefix_cache: bool = True,
     ):
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         cfg = loaded.config
         self.max_model_len = int(cfg.get("max_position_embeddings", 8192))
         num_blocks = max(2, kv_cache_tokens // block_size)
-        self.blocks = BlockManager(num_blocks, block_size)
+        self.blocks = BlockManager(num_blocks, block_size, prefix_cache)
         self.scheduler = Scheduler(self.blocks, max_running, prefill_chunk)
         self.runner = ModelRunner(loaded.model, num_blocks, block_size, dtype)
         self.max_waiting = max_waiting

@@ -41,26 +41,31 @@ class ModelRunner:
         if start == 0:
             read, mask = None, None
         else:
-            read = slots[None]  # [1, S]
-            mask = (torch.arange(end)[None, :] <= positions[0, :, None])[None, None]  # [1, 1, T, S]
-        batch = ForwardBatch(positions, slots[start:end][None], read, mask, self.kv)
+            nb = -(-end // self.block_size)
+            read = torch.tensor([seq.block_table[:nb]])  # [1, NB]
+            span = torch.arange(nb * self.block_size)
+            mask = (span[None, :] <= positions[0, :, None])[None, None]  # [1, 1, T, S]
+        batch = ForwardBatch(positions, slots[start:end][None], read, mask, self.kv, self.block_size)
         logits = self.model(ids, batch, torch.tensor([end - start - 1]))
         seq.num_computed = end
         return logits
 
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
         """One token for each sequence (its last, not yet computed one); logits [B, V]."""
+        bs = self.block_size
         lengths = [len(s) for s in seqs]
-        longest = max(lengths)
+        nb = -(-max(lengths) // bs)
         ids = torch.tensor([[s.token_ids[-1]] for s in seqs])
         positions = torch.tensor([[n - 1] for n in lengths])
-        read = torch.zeros(len(seqs), longest, dtype=torch.long)
-        for i, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
-            read[i, :n] = self._slots(seq, n)
+        read = torch.tensor(
+            [s.block_table[:nb] + [0] * (nb - len(s.block_table[:nb])) for s in seqs]
+        )  # [B, NB]
         lens = torch.tensor(lengths)
-        mask = (torch.arange(longest)[None, :] < lens[:, None])[:, None, None, :]  # [B, 1, 1, S]
-        write = read.gather(1, (lens - 1)[:, None])
-        batch = ForwardBatch(positions, write, read, mask, self.kv)
+        mask = (torch.arange(nb * bs)[None, :] < lens[:, None])[:, None, None, :]  # [B, 1, 1, S]
+        write = torch.tensor(
+            [[s.block_table[(n - 1) // bs] * bs + (n - 1) % bs] for s, n in zip(seqs, lengths, strict=True)]
+        )
+        batch = ForwardBatch(positions, write, read, mask, self.kv, bs)
         logits = self.model(ids, batch, torch.zeros(len(seqs), dtype=torch.long))
         for seq in seqs:
             seq.num_computed = len(seq)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inference.kernels import select_experts_grouped
-from inference.models.layers import ForwardBatch, RMSNorm, RotaryEmbedding, yarn_get_mscale
+from inference.models.layers import ForwardBatch, RMSNorm, RotaryEmbedding, decode_attention, yarn_get_mscale
 from inference.models.llama import MLP
 from inference.models.moe import RoutedExperts, quant_group_size
 
@@ -65,13 +65,19 @@ class MLAttention(nn.Module):
         key = torch.cat([latent.unsqueeze(2), k_pe], dim=-1)  # [B, T, 1, R+P]
         (cache,) = layer_kv
         cache.index_copy_(0, batch.write_slots.reshape(-1), key.reshape(-1, 1, key.shape[-1]).to(cache.dtype))
-        if batch.read_slots is None:
+        if batch.read_blocks is None:
             keys = key.transpose(1, 2)  # [B, 1, T, R+P]
             out = F.scaled_dot_product_attention(
                 query, keys, keys[..., : self.kv_rank], is_causal=True, scale=self.scale, enable_gqa=True
             )
+        elif t == 1:
+            keys = batch.gather(cache).to(query.dtype)  # [B, S, 1, R+P]
+            out = decode_attention(
+                query.transpose(1, 2), keys, keys[..., : self.kv_rank], batch.mask, self.scale
+            )
+            out = out.transpose(1, 2)  # [B, H, 1, R]
         else:
-            keys = cache[batch.read_slots].to(query.dtype).transpose(1, 2)  # [B, 1, S, R+P]
+            keys = batch.gather(cache).to(query.dtype).transpose(1, 2)  # [B, 1, S, R+P]
             out = F.scaled_dot_product_attention(
                 query,
                 keys,

@@ -20,9 +20,16 @@ class ForwardBatch:
 
     positions: torch.Tensor  # [B, T] absolute positions of the input tokens
     write_slots: torch.Tensor  # [B, T] flat cache slot of each input token
-    read_slots: torch.Tensor | None  # [B, S] cache slots each row attends to (padded), None: fresh prefill
-    mask: torch.Tensor | None  # [B, 1, T, S] True where attention is allowed
+    read_blocks: torch.Tensor | None  # [B, NB] cache blocks each row attends to (padded), None: fresh prefill
+    mask: torch.Tensor | None  # [B, 1, T, S = NB * block_size] True where attention is allowed
     kv: list[list[torch.Tensor]]  # per layer: the cache tensors, each [num_slots, ...]
+    block_size: int = 16
+
+    def gather(self, cache: torch.Tensor) -> torch.Tensor:
+        """The cached entries each row attends to: [num_slots, ...] → [B, S, ...]. Whole blocks are
+        copied at once, which is far cheaper than gathering token by token."""
+        blocks = cache.view(-1, self.block_size, *cache.shape[1:])[self.read_blocks]  # [B, NB, bs, ...]
+        return blocks.view(blocks.shape[0], -1, *cache.shape[1:])
 
 
 class RMSNorm(nn.Module):
@@ -125,7 +132,7 @@ def paged_attention(
     k_cache.index_copy_(0, slots, k.reshape(-1, *k.shape[2:]).to(k_cache.dtype))
     v_cache.index_copy_(0, slots, v.reshape(-1, *v.shape[2:]).to(v_cache.dtype))
     gqa = q.shape[2] != k.shape[2]
-    if batch.read_slots is None:
+    if batch.read_blocks is None:
         # A prefill with nothing cached attends only to itself: plain causal attention.
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2),
@@ -135,9 +142,11 @@ def paged_attention(
             scale=scale,
             enable_gqa=gqa,
         )
+    elif q.shape[1] == 1:
+        return decode_attention(q, batch.gather(k_cache), batch.gather(v_cache), batch.mask, scale)
     else:
-        keys = k_cache[batch.read_slots].to(q.dtype)  # [B, S, KVH, D]
-        values = v_cache[batch.read_slots].to(q.dtype)
+        keys = batch.gather(k_cache).to(q.dtype)  # [B, S, KVH, D]
+        values = batch.gather(v_cache).to(q.dtype)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             keys.transpose(1, 2),
@@ -147,3 +156,23 @@ def paged_attention(
             enable_gqa=gqa,
         )
     return out.transpose(1, 2)
+
+
+def decode_attention(
+    q: torch.Tensor,  # [B, 1, H, D]
+    keys: torch.Tensor,  # [B, S, KVH, D]
+    values: torch.Tensor,  # [B, S, KVH, Dv]
+    mask: torch.Tensor,  # [B, 1, 1, S]
+    scale: float | None = None,
+) -> torch.Tensor:  # [B, 1, H, Dv]
+    """One query token per row as two batched matmuls; for a single query, torch's CPU flash
+    attention kernel is several times slower than this."""
+    b, _, h, d = q.shape
+    kvh = keys.shape[2]
+    scale = d**-0.5 if scale is None else scale
+    qg = q.view(b, kvh, h // kvh, d)  # query heads grouped by the key head they share
+    scores = torch.matmul(qg, keys.permute(0, 2, 3, 1)).float() * scale  # [B, KVH, G, S]
+    scores = scores.masked_fill(~mask.view(b, 1, 1, -1), float("-inf"))
+    probs = scores.softmax(dim=-1).to(values.dtype)
+    out = torch.matmul(probs, values.transpose(1, 2))  # [B, KVH, G, Dv]
+    return out.reshape(b, 1, h, -1)

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-waiting", type=int, default=256, help="queue length beyond which requests get 503"
     )
+    parser.add_argument("--no-prefix-cache", action="store_true", help="recompute every prompt in full")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument(
         "--weight-cache", default=None, help="folder for dequantized GGUF weights (faster restarts)"
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         max_running=args.max_running,
         max_waiting=args.max_waiting,
         dtype=dtype,
+        prefix_cache=not args.no_prefix_cache,
     )
     app = create_app(engine, args.served_model_name or loaded.name)
     try:
