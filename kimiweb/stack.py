@@ -133,11 +133,23 @@ def announce_when_up(base_url: str, stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
-def start_processes(names: list[str]) -> int:
+def start_processes(names: list[str], env_file: Path) -> int:
     """Run the Procfile's processes in the foreground until one exits or we are told to stop."""
     env = child_env()
     base_url = f"http://127.0.0.1:{env['PORT']}"
-    command = [str(BIN_DIR / "honcho"), "start", "-f", str(PROCFILE), "-p", env["PORT"], *names]
+    # honcho would read .env over our environment by default (and undo an embedded DATABASE_URL);
+    # .env is already in the environment, under it, so give honcho the services' file instead.
+    command = [
+        str(BIN_DIR / "honcho"),
+        "start",
+        "-f",
+        str(PROCFILE),
+        "-e",
+        str(env_file),
+        "-p",
+        env["PORT"],
+        *names,
+    ]
     log(f"starting {', '.join(names)}: web on {base_url}")
     honcho = subprocess.Popen(command, cwd=BASE_DIR, env=env)
 
@@ -184,7 +196,7 @@ def run(var_dir: Path, start: bool = True) -> int:
     started = bring_up_services(var_dir)
     try:
         setup()
-        return start_processes(names) if start else 0
+        return start_processes(names, Path(var_dir).resolve() / "services.env") if start else 0
     finally:
         if start and started:
             # Embedded services this run started end with it; ones already running stay.
