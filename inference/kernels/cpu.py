@@ -15,9 +15,10 @@ import torch.nn.functional as F
 
 from inference.kernels.experts import DenseExperts, Experts, Int4Experts
 
-# Tokens per expert from which dequantize + bf16 GEMM beats the int4 op (measured on AVX-512 with 2
-# cores: the int4 op costs ~0.35 ms per 4 rows of a 4096x7168 expert, dequantizing it ~90 ms).
-DEQUANT_MIN_TOKENS = int(os.environ.get("KIMIWEB_MOE_DEQUANT_MIN_TOKENS", "384"))
+# Tokens per expert from which dequantize + bf16 GEMM beats the int4 op. Measured with one AVX-512 core on a
+# Kimi K2 expert: the int4 op costs ~1.1 ms per row, a bf16 GEMM ~0.45 ms per row, dequantizing w13 + w2
+# ~70 ms, so they cross near 110 rows; the ratio is the same for smaller experts (all scale with N*K).
+DEQUANT_MIN_TOKENS = int(os.environ.get("KIMIWEB_MOE_DEQUANT_MIN_TOKENS", "128"))
 
 
 def fused_moe_cpu(

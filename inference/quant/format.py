@@ -52,6 +52,15 @@ def dequantize(
 ) -> torch.Tensor:
     """Dequantize packed int4 [..., N, K/8] with scales [..., N, K/group] to a dense [..., N, K] tensor."""
     k = int(shape[-1]) if shape is not None else weight_packed.shape[-1] * PACK_FACTOR
+    if dtype == weight_scale.dtype and dtype in (torch.bfloat16, torch.float16) and k % PACK_FACTOR == 0:
+        # Same bits as the float32 route below (nibble - 8 is exact and one product rounds once), with
+        # nibbles written straight into the output: the CPU kernel's path for large expert batches.
+        nibbles = weight_packed.contiguous().view(torch.uint8)  # [..., K/2], element 2j low, 2j+1 high
+        weight = torch.empty(*nibbles.shape, 2, dtype=dtype, device=weight_packed.device)
+        weight[..., 0] = nibbles & 0xF
+        weight[..., 1] = nibbles >> 4
+        groups = weight.view(*nibbles.shape[:-1], k // group_size, group_size)
+        return groups.sub_(8).mul_(weight_scale.unsqueeze(-1)).view(*nibbles.shape[:-1], k)
     values = unpack_int4(weight_packed, k)
     groups = values.reshape(*values.shape[:-1], k // group_size, group_size).to(torch.float32)
     weight = groups * weight_scale.to(torch.float32).unsqueeze(-1)

@@ -109,3 +109,12 @@ def test_we_read_what_the_compressed_tensors_compressor_writes():
     # Their quantizer and ours agree but for values on a rounding boundary (they divide in bf16).
     differ = unpack_int4(compressed["weight_packed"]).int() - unpack_int4(quantize_rtn(weight, 32)[0]).int()
     assert differ.abs().max() <= 1 and (differ != 0).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dequantizing_straight_to_half_precision_gives_the_float32_routes_bits(dtype):
+    torch.manual_seed(4)
+    packed, scale = quantize_rtn(torch.randn(2, 16, 128), 32)
+    scale = scale.to(dtype)
+    via_float32 = dequantize(packed, scale, 32, dtype=torch.float32).to(dtype)
+    assert torch.equal(dequantize(packed, scale, 32, dtype=dtype), via_float32)
