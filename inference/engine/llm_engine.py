@@ -44,8 +44,9 @@ class LLMEngine:
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         cfg = loaded.config
-        self.max_model_len = int(cfg.get("max_position_embeddings", 8192))
         num_blocks = max(2, kv_cache_tokens // block_size)
+        # One sequence may use the whole cache but no more; beyond that it could never be scheduled.
+        self.max_model_len = min(int(cfg.get("max_position_embeddings", 8192)), (num_blocks - 1) * block_size)
         self.blocks = BlockManager(num_blocks, block_size, prefix_cache)
         self.scheduler = Scheduler(self.blocks, max_running, prefill_chunk)
         self.runner = ModelRunner(loaded.model, num_blocks, block_size, dtype)
@@ -63,10 +64,9 @@ class LLMEngine:
         """Queue a request. on_token(seq, token_id | None, finish_reason | None) runs in the engine thread."""
         if len(prompt_ids) == 0:
             raise PromptTooLong("the prompt is empty")
-        limit = min(self.max_model_len, self.capacity_tokens - self.blocks.block_size)
-        if len(prompt_ids) + 1 > limit:
+        if len(prompt_ids) + 1 > self.max_model_len:
             raise PromptTooLong(
-                f"the prompt has {len(prompt_ids)} tokens; this server's context holds {limit - 1}"
+                f"the prompt has {len(prompt_ids)} tokens; this server's context holds {self.max_model_len - 1}"
             )
         if len(self.scheduler.waiting) + self._inbox.qsize() >= self.max_waiting:
             raise EngineFull("the server is at capacity; retry shortly")

@@ -118,21 +118,22 @@ def create_app(engine: LLMEngine, model_name: str) -> FastAPI:
             return _error(400, f"could not render the chat template: {exc}", param="messages")
         prompt_ids = tokenizer.encode(prompt)
         room = engine.max_model_len - len(prompt_ids)
-        max_tokens = body.max_completion_tokens or body.max_tokens or room
-        if room <= 0 or max_tokens > room and (body.max_tokens or body.max_completion_tokens):
+        if room <= 0:
             metrics.REQUESTS.labels("too_long").inc()
             return _error(
                 400,
-                f"This model's maximum context length is {engine.max_model_len} tokens. However, you requested "
-                f"{len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the messages, {max_tokens} in the completion).",
+                f"This model's maximum context length is {engine.max_model_len} tokens, but the messages "
+                f"take {len(prompt_ids)} tokens.",
                 param="messages",
                 code="context_length_exceeded",
             )
+        # A max_tokens beyond the context is clamped (the agent asks for long thinking budgets).
+        max_tokens = min(body.max_completion_tokens or body.max_tokens or room, room)
         params = SamplingParams(
             temperature=body.temperature,
             top_p=body.top_p,
             top_k=body.top_k,
-            max_tokens=min(max_tokens, room),
+            max_tokens=max_tokens,
             seed=body.seed,
             ignore_eos=body.ignore_eos,
         )

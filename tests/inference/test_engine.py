@@ -179,3 +179,17 @@ def test_freed_blocks_keep_their_prefix_until_reused_least_recently_freed_first(
     c = Sequence([7] * 9, SamplingParams())
     blocks.allocate(c)
     assert not set(c.block_table) & set(a_blocks[:3])
+
+
+def test_a_sequence_that_fills_the_whole_cache_ends_with_length(make_engine, loaded):
+    engine = make_engine(kv_cache_tokens=64)
+    reasons = []
+    done = threading.Event()
+    prompt = prompts(loaded, 1)[0][:20]
+    engine.submit(
+        prompt,
+        SamplingParams(max_tokens=10_000, ignore_eos=True),
+        lambda s, t, r: r and (reasons.append((r, len(s))), done.set()),
+    )
+    assert done.wait(30)
+    assert reasons == [("length", engine.max_model_len)]

@@ -192,3 +192,13 @@ def test_metrics_exposes_engine_gauges(base_url):
         "kimiweb_generated_tokens_total",
     ):
         assert name in text
+
+
+def test_a_max_tokens_beyond_the_context_is_clamped_not_refused(client):
+    reply = client.chat.completions.create(
+        model="default",
+        messages=USER,
+        max_tokens=1_000_000,
+        extra_body={"chat_template_kwargs": {"thinking": False}},
+    )
+    assert reply.choices[0].message.content == "Hello from the scripted model."
