@@ -130,3 +130,25 @@ def test_a_hundred_thousand_characters_of_thinking_stream_without_slowing_the_pa
     print(f"1,200 deltas, {length:,} characters of thinking delivered and shown in {elapsed:.2f} s")
     pub.drop_stream()
     assert not page_errors, page_errors
+
+
+def test_a_follow_up_goes_over_the_socket_and_appears_at_once(live_url, new_page, user, page_errors):
+    conv = make_conversation(user, title="Follow-ups")
+    make_finished_turn(conv, question="First question", answer="First answer.")
+    page = new_page()
+    log_in(page, live_url, user)
+    page.goto(f"{live_url}/c/{conv.uuid}/")
+    page.wait_for_function("() => !document.body.classList.contains('offline')")
+    page.fill("#composer-text", "And a <b>second</b> one?")
+    page.keyboard.press("Enter")
+    expect(page.locator(".bubble").last).to_have_text("And a <b>second</b> one?")
+    expect(page.locator("#composer-text")).to_have_value("")
+    turn = Turn.objects.filter(conversation=conv).latest("created")
+    assert turn.user_message.content == "And a <b>second</b> one?" and turn.status == "queued"
+    expect(page.locator(f"#status-{turn.uuid}")).to_have_attribute("data-status", "queued")
+    expect(page.get_by_role("button", name="Stop generating (Esc)")).to_be_visible()
+    # A second message while this one runs gets a clear, calm refusal.
+    page.fill("#composer-text", "third")
+    page.locator("#composer").evaluate("form => form.requestSubmit()")
+    expect(page.locator("#composer-error")).to_contain_text("still being written")
+    assert not page_errors, page_errors
