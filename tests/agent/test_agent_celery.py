@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
-from conftest import AGENT_TEST_REDIS_URL
+from django.conf import settings
 from django.db import connection
 from scripted_model import Reply, ScriptedModelServer
 
@@ -49,7 +49,7 @@ class Worker:
         env = {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-            "REDIS_URL": AGENT_TEST_REDIS_URL,
+            "REDIS_URL": settings.REDIS_URL,  # the agent_redis fixture's private database
             "LLM_BASE_URL": llm_url,
             "AGENT_LEASE_SECONDS": "3",
             "DB_CONN_MAX_AGE": "0",
@@ -100,7 +100,7 @@ def workers():
 
 
 def send_run_turn(turn_id):
-    app = Celery(broker=AGENT_TEST_REDIS_URL)
+    app = Celery(broker=settings.REDIS_URL)
     app.send_task("agent.tasks.run_turn", args=[turn_id], queue="agent")
 
 
