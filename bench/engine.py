@@ -194,6 +194,50 @@ def bench_default(args, dtype):
     engine.shutdown()
 
 
+# What an agent's first prompt carries besides the question: instructions and tool declarations.
+AGENT_SYSTEM = (
+    "You are a research agent. Think step by step, use tools, cite sources.\n# Tools\n"
+    + json.dumps(
+        [
+            {
+                "name": "web_search",
+                "description": "Search the web; returns titles, URLs and snippets.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": "what to search for"},
+                        "max_results": {"type": "integer", "default": 5},
+                    },
+                    "required": ["query"],
+                },
+            },
+            {
+                "name": "browse",
+                "description": "Fetch a web page and return its main text as markdown, truncated.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"url": {"type": "string", "description": "an http or https URL"}},
+                    "required": ["url"],
+                },
+            },
+            {
+                "name": "python",
+                "description": "Run Python code in a sandbox without network; returns stdout, stderr and the exit status.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string", "description": "the program"},
+                        "timeout": {"type": "number", "default": 30},
+                    },
+                    "required": ["code"],
+                },
+            },
+        ],
+        indent=1,
+    )
+)
+
+
 def bench_agent(args, dtype):
     print(f"\nAgent loop: {args.rounds} rounds, each resending the whole conversation plus a tool result")
     loaded = load_model(smollm2_gguf_path(), dtype)
@@ -201,7 +245,7 @@ def bench_agent(args, dtype):
     result = "Search result: " + "the quick brown fox jumps over the lazy dog. " * 6
     for cached in (True, False):
         engine = LLMEngine(loaded, kv_cache_tokens=65536, dtype=dtype, prefix_cache=cached)
-        text = "<|im_start|>system\nYou are a research agent.<|im_end|>\n<|im_start|>user\nFind facts about foxes.<|im_end|>\n"
+        text = f"<|im_start|>system\n{AGENT_SYSTEM}<|im_end|>\n<|im_start|>user\nFind facts about foxes.<|im_end|>\n"
         ttfts = []
         for r in range(args.rounds):
             prompt = tok.encode(text + "<|im_start|>assistant\n")

@@ -197,6 +197,9 @@ class DeepseekV3ForCausalLM(nn.Module):
         return True
 
     def finalize_weights(self) -> None:
-        for module in self.modules():
+        for module in list(self.modules()):
             if isinstance(module, RoutedExperts):
                 module.finalize()
+            elif isinstance(module, MLP):
+                module.fuse()
+        self.__dict__.pop("_param_cache", None)

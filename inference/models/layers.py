@@ -100,11 +100,18 @@ class RotaryEmbedding(nn.Module):
         emb = torch.cat([freqs, freqs], dim=-1)
         self.register_buffer("cos", emb.cos() * mscale, persistent=False)
         self.register_buffer("sin", emb.sin() * mscale, persistent=False)
+        self._last_positions = None
+        self._last_cos_sin = None
 
     def forward(self, positions: torch.Tensor, *xs: torch.Tensor, interleaved: bool = False):
         """Rotate each x [B, T, H, D] at `positions` [B, T]."""
-        cos = self.cos[positions].unsqueeze(2)  # [B, T, 1, D]
-        sin = self.sin[positions].unsqueeze(2)
+        if positions is not self._last_positions:  # every layer rotates at the same positions
+            self._last_positions = positions
+            self._last_cos_sin = (
+                self.cos[positions].unsqueeze(2),
+                self.sin[positions].unsqueeze(2),
+            )  # [B, T, 1, D]
+        cos, sin = self._last_cos_sin
         out = []
         for x in xs:
             dtype = x.dtype

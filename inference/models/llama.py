@@ -31,11 +31,24 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, eps) if qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, eps) if qk_norm else None
 
+        self.qkv_proj: nn.Linear | None = None  # q, k and v stacked after loading: one matmul, not three
+
+    def fuse(self) -> None:
+        parts = (self.q_proj, self.k_proj, self.v_proj)
+        fused = nn.Linear(1, 1, bias=self.q_proj.bias is not None)
+        fused.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)
+        if fused.bias is not None:
+            fused.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
+        self.qkv_proj = fused
+        del self.q_proj, self.k_proj, self.v_proj
+
     def forward(self, x: torch.Tensor, batch: ForwardBatch, layer_kv) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim)
-        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim)
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        q, k, v = self.qkv_proj(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = q.view(b, t, self.n_heads, self.head_dim)
+        k = k.view(b, t, self.n_kv, self.head_dim)
+        v = v.view(b, t, self.n_kv, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rope(batch.positions, q, k)
@@ -50,8 +63,21 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
+        self.gate_up_proj: nn.Linear | None = None  # gate and up stacked after loading
+
+    def fuse(self) -> None:
+        fused = nn.Linear(1, 1, bias=False)
+        fused.weight = nn.Parameter(
+            torch.cat([self.gate_proj.weight, self.up_proj.weight]), requires_grad=False
+        )
+        self.gate_up_proj = fused
+        del self.gate_proj, self.up_proj
+
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class SparseMoE(nn.Module):
@@ -165,9 +191,13 @@ class LlamaForCausalLM(nn.Module):
         return self._param_cache
 
     def finalize_weights(self) -> None:
-        for module in self.modules():
+        """After the last `load_weight`: stack experts, fuse projections that read the same input."""
+        for module in list(self.modules()):
             if isinstance(module, RoutedExperts):
                 module.finalize()
+            elif isinstance(module, Attention | MLP):
+                module.fuse()
+        self.__dict__.pop("_param_cache", None)
 
 
 class MixtralForCausalLM(LlamaForCausalLM):
