@@ -16,7 +16,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from inference.engine import metrics
 from inference.engine.llm_engine import EngineFull, LLMEngine, PromptTooLong
 from inference.engine.sequence import SamplingParams
-from inference.server.chat_templates import TemplateError, prompt_opens_thinking, render_chat
+from inference.server.chat_templates import (
+    IM_MIDDLE,
+    KIMI_K2_TEMPLATE,
+    TemplateError,
+    prompt_opens_thinking,
+    render_chat,
+)
 from inference.server.generation import Delta, Generation
 from inference.server.protocol import ChatCompletionRequest, Usage, completion_id, error_body, now
 
@@ -29,6 +35,13 @@ CHATML_TEMPLATE = (
 )
 
 
+def default_template(tokenizer) -> str:
+    """For a checkpoint without a chat template: Kimi K2's when its vocabulary has Kimi's role tokens."""
+    if tokenizer.tokenizer.token_to_id(IM_MIDDLE) is not None:
+        return KIMI_K2_TEMPLATE
+    return CHATML_TEMPLATE
+
+
 def _error(status: int, message: str, type_="invalid_request_error", param=None, code=None) -> JSONResponse:
     return JSONResponse(error_body(message, type_, param, code), status_code=status)
 
@@ -38,7 +51,7 @@ def create_app(engine: LLMEngine, model_name: str) -> FastAPI:
     app.state.engine = engine
     names = {model_name, "default"}
     tokenizer = engine.tokenizer
-    template = tokenizer.chat_template or CHATML_TEMPLATE
+    template = tokenizer.chat_template or default_template(tokenizer)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

@@ -9,7 +9,11 @@ import json
 import httpx
 import openai
 import pytest
-from inference_servers import serve, write_scripted_kimi_model
+from inference_servers import serve, write_scripted_kimi_model, write_tiny_random_llama
+
+from inference.engine.tokenizer import EngineTokenizer
+from inference.server.app import CHATML_TEMPLATE, default_template
+from inference.server.chat_templates import KIMI_K2_TEMPLATE
 
 USER = [{"role": "user", "content": "What is Kimi K2?"}]
 
@@ -202,3 +206,12 @@ def test_a_max_tokens_beyond_the_context_is_clamped_not_refused(client):
         extra_body={"chat_template_kwargs": {"thinking": False}},
     )
     assert reply.choices[0].message.content == "Hello from the scripted model."
+
+
+def test_a_kimi_vocabulary_without_a_template_gets_the_kimi_k2_template(tmp_path):
+    kimi = write_scripted_kimi_model(tmp_path / "kimi")
+    assert default_template(EngineTokenizer.from_dir(kimi)) == KIMI_K2_TEMPLATE
+    assert (
+        default_template(EngineTokenizer.from_dir(write_tiny_random_llama(tmp_path / "tiny")))
+        == CHATML_TEMPLATE
+    )
