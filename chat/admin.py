@@ -3,8 +3,9 @@ the document corpus with an import form, operator actions (cancel, re-run) and a
 
 Everything shown here was written by a user, the model or a tool, so it is untrusted: it reaches HTML
 only through auto-escaping templates or `format_html`. Trace fields are read-only: the console observes
-turns and acts on them only through the agent's own entry points (`agent.control.request_cancel`,
-`agent.tasks.run_turn`) and the corpus importer behind `manage.py import_documents`.
+turns and acts on them only through the code the rest of kimiweb uses: the chat's Stop
+(`chat.services.cancel`), the worker's task (`agent.tasks.run_turn`) and the corpus importer behind
+`manage.py import_documents`.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
-from agent.control import request_cancel
-
-from . import dashboard
+from . import dashboard, services
 from .dashboard import format_duration
 from .models import Conversation, Document, Message, Step, ToolCall, Turn
 
@@ -371,11 +370,11 @@ class TurnAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected running turns", permissions=["operate"])
     def cancel_turns(self, request, queryset):
         cancelled = skipped = 0
-        for turn in queryset.select_related(None).only("id", "uuid", "status"):
+        for turn in queryset.select_related(None).select_related("conversation"):
             if turn.status not in CANCELLABLE:
                 skipped += 1
                 continue
-            request_cancel(turn.uuid)
+            services.cancel(turn)  # the chat's own Stop: flag for the worker, or cancel if unclaimed
             cancelled += 1
         if cancelled:
             self.message_user(request, f"Cancel requested for {cancelled} turn(s).", messages.SUCCESS)
@@ -440,7 +439,7 @@ class TurnAdmin(admin.ModelAdmin):
     def _operate_on(self, request, turn_id, allowed, act, done_message):
         if not self.has_operate_permission(request):
             raise PermissionDenied
-        turn = get_object_or_404(Turn, pk=turn_id)
+        turn = get_object_or_404(Turn.objects.select_related("conversation"), pk=turn_id)
         if turn.status not in allowed:
             self.message_user(request, f"Turn is {turn.status}; nothing to do.", messages.WARNING)
             return HttpResponseRedirect(reverse("admin:chat_turn_change", args=[turn.pk]))
@@ -455,7 +454,7 @@ class TurnAdmin(admin.ModelAdmin):
                 request,
                 turn_id,
                 CANCELLABLE,
-                lambda turn: request_cancel(turn.uuid),
+                services.cancel,
                 lambda _: "Cancel requested; the worker stops at its next check.",
             )
         )(request)
@@ -780,4 +779,4 @@ class DocumentAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/chat/document/import.html", context)
 
 
-__all__ = ["build_timeline", "import_documents", "pretty_json", "request_cancel", "rerun_turn"]
+__all__ = ["build_timeline", "import_documents", "pretty_json", "rerun_turn"]

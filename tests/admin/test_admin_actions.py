@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from agent import tasks
-from agent.events import cancel_key
+from agent.events import cancel_key, stream_key
 from chat.models import Turn
 
 pytestmark = pytest.mark.django_db
@@ -34,6 +34,7 @@ def test_cancel_action_raises_the_flag_for_running_and_queued_turns_only(
     queued = turn_factory(staff_user, status="queued")
     done = turn_factory(staff_user, status="done")
     cleanup_flags.extend(cancel_key(t.uuid) for t in (running, queued, done))
+    cleanup_flags.extend(stream_key(t.uuid) for t in (running, queued, done))
 
     response = _act(staff_client, "cancel_turns", [running, queued, done])
 
@@ -45,6 +46,12 @@ def test_cancel_action_raises_the_flag_for_running_and_queued_turns_only(
     assert redis_client.get(cancel_key(queued.uuid)) == "1"
     assert 0 < redis_client.ttl(cancel_key(running.uuid)) <= 7 * 24 * 3600  # the flag expires
     assert redis_client.get(cancel_key(done.uuid)) is None
+    # A turn no worker has claimed yet is cancelled at once (as the chat's Stop does); a running one
+    # is left for its worker to stop at its next check.
+    queued.refresh_from_db()
+    running.refresh_from_db()
+    assert queued.status == Turn.Status.CANCELLED
+    assert running.status == Turn.Status.RUNNING
 
 
 def test_cancel_button_on_the_turn_page_raises_the_flag(
