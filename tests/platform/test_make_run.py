@@ -103,9 +103,12 @@ def test_make_run_serves_the_app_and_ctrl_c_leaves_no_process_behind(free_port, 
             assert str(console.url).endswith("/admin/")
             assert "Log out" in console.text or "logout" in console.text
 
-        output = log.read_text()
-        assert f"kimiweb is up:   {base_url}/" in output
-        assert f"admin console:   {base_url}/admin/" in output
+        banner = f"kimiweb is up:   {base_url}/"
+        deadline = time.monotonic() + 10  # printed by the launcher once it sees /healthz answer
+        while banner not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert banner in log.read_text()
+        assert f"admin console:   {base_url}/admin/" in log.read_text()
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
