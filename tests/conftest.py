@@ -1,6 +1,8 @@
 """Fixtures any test folder may use; a folder's own fixtures live in that folder's conftest.py."""
 
+import contextlib
 import os
+import re
 import socket
 
 import pytest
@@ -21,7 +23,39 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     database = settings.DATABASES["default"]
     database["CONN_MAX_AGE"] = 0
     test = database.setdefault("TEST", {})
-    test["NAME"] = f"{test.get('NAME') or 'test_' + database['NAME']}_{os.getpid()}"
+    base = test.get("NAME") or "test_" + database["NAME"]
+    test["NAME"] = f"{base}_{os.getpid()}"
+    _drop_test_databases_of_dead_runs(database, base)
+
+
+def _drop_test_databases_of_dead_runs(database: dict, base: str) -> None:
+    """A run that was killed leaves `<base>_<pid>` behind; drop those whose process is gone (local server only)."""
+    if database.get("HOST") not in ("127.0.0.1", "localhost", "::1", ""):
+        return
+    import psycopg
+
+    params = {"host": database.get("HOST") or None, "port": database.get("PORT") or None}
+    params |= {"user": database.get("USER") or None, "password": database.get("PASSWORD") or None}
+    pattern = re.compile(rf"^{re.escape(base)}_(\d+)$")
+    try:
+        with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=3, **params) as conn:
+            for (name,) in conn.execute("SELECT datname FROM pg_database").fetchall():
+                found = pattern.match(name)
+                if found and not _pid_alive(int(found.group(1))):
+                    with contextlib.suppress(psycopg.Error):  # in use after all: leave it
+                        conn.execute(f'DROP DATABASE "{name}"')
+    except psycopg.Error:
+        pass  # housekeeping only; pytest-django reports a real connection problem itself
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture
