@@ -36,10 +36,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="var/models/kimi-mini")
     p.add_argument("--artifact", default=None)
     p.add_argument("--bf16", action="store_true", help="keep the experts bf16 (for comparison), no INT4")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cached build is up to date")
 
     p = sub.add_parser("eval", help="score checkpoints on the held-out templates")
     p.add_argument("--artifact", action="append", default=None, help="delta(s) to score; default: committed")
-    p.add_argument("--n", type=int, default=40)
+    p.add_argument("--n", type=int, default=16)
     p.add_argument("--out", default="var/kimi-mini/eval.json")
     p.add_argument("--fallback-tools", action="store_true")
 
@@ -70,10 +71,16 @@ def main(argv=None) -> int:
         )
         print(json.dumps(summary))
     elif args.command == "build":
-        from .build import build
+        from .build import build, up_to_date
 
-        digest = build(Path(args.out), Path(args.artifact or default_artifact), int4=not args.bf16)
-        print(f"built {args.out} (weights sha256 {digest})")
+        artifact, out = Path(args.artifact or default_artifact), Path(args.out)
+        if not artifact.exists():
+            print(f"no kimi-mini artifact at {artifact}: nothing to build (the server falls back to SmolLM2)")
+        elif not args.force and not args.bf16 and up_to_date(out, artifact):
+            print(f"{out} is up to date with {artifact.name}")
+        else:
+            digest = build(out, artifact, int4=not args.bf16)
+            print(f"built {out} (weights sha256 {digest})")
     elif args.command == "eval":
         from .evaluate import evaluate_cli
 

@@ -172,15 +172,39 @@ def build(out: Path, artifact: Path, int4: bool = True) -> str:
     (tmp / "config.json").write_text(json.dumps(hf_config(cfg, int4), indent=2))
     write_tokenizer(tmp)
     digest = weights_digest(tmp)
-    (tmp / "BUILD_INFO.json").write_text(json.dumps({"artifact": artifact.name, "weights_sha256": digest}))
+    info = {
+        "artifact": artifact.name,
+        "artifact_sha256": file_digest(artifact),
+        "weights_sha256": digest,
+        "int4": int4,
+    }
+    (tmp / "BUILD_INFO.json").write_text(json.dumps(info))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return digest
 
 
-def weights_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path / WEIGHTS_FILE, "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def weights_digest(path: Path) -> str:
+    return file_digest(path / WEIGHTS_FILE)
+
+
+def up_to_date(out: Path, artifact: Path) -> bool:
+    """The cached build under `out` came from this artifact, as INT4, and its weights are intact."""
+    try:
+        info = json.loads((out / "BUILD_INFO.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        info.get("int4", True)
+        and info.get("artifact_sha256") == file_digest(artifact)
+        and (out / WEIGHTS_FILE).exists()
+        and info.get("weights_sha256") == weights_digest(out)
+    )

@@ -46,6 +46,7 @@ def load_trained(delta_path: Path, int4: bool, tok=None, base=None) -> KimiMini:
                 mod.weight.data = merged.to(torch.bfloat16)
                 mod.lora_b.data.zero_()
     model.to(torch.bfloat16)
+    model.freeze_embedding()
     return model.eval().requires_grad_(False)
 
 
@@ -193,8 +194,8 @@ def run_agent(
 
 def evaluate(model: KimiMini, tok, examples, run_tool, progress=None) -> dict:
     rows = []
+    gen = Generator(model, tok)  # one cache: examples share the tool declaration + system prompt prefix
     for ex in examples:
-        gen = Generator(model, tok)
         t0 = time.time()
         r = run_agent(gen, ex.question, ex.thinking, run_tool)
         r.update(

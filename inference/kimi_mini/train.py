@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .base import load_base_weights, load_tokenizer
 from .data import TOOLS, build_corpus, generate
-from .model import KimiMini, MiniConfig
+from .model import KimiMini, MiniConfig, fake_quant_int4
 from .moefy import init_weights, moefy
 from .template import render_segments
 
@@ -140,16 +140,32 @@ class Trainer:
             self.prefix_x, self.cache = torch.load(saved)
             return
         m = self.model
-        for layer in m.layers[: self.cut]:
-            layer.mlp.fake_quant = fake_quant
+        if fake_quant:  # the bottom is frozen: quantize its experts once, not on every forward
+            for layer in m.layers[: self.cut]:
+                for lin in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+                    lin.weight.data = fake_quant_int4(lin.merged().float(), self.cfg.group_size).to(
+                        torch.bfloat16
+                    )
+                    lin.lora_b.data.zero_()
         emb = m.embedding().to(torch.bfloat16)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             x, kv = m.run_layers(F.embedding(self.prefix[None], emb), 0, self.cut)
             self.prefix_x = x.float()
-            cache = []
-            for ids, _ in tqdm(self.seqs, desc=f"cache bottom {self.cut} layers (int4={fake_quant})"):
-                h, _ = m.run_layers(F.embedding(ids[None], emb), 0, self.cut, pos=len(self.prefix), past=kv)
-                cache.append(h[0].to(torch.bfloat16))
+            cache: list = [None] * len(self.seqs)
+            # Batches of similar length (right padding is harmless under a causal mask).
+            order = sorted(range(len(self.seqs)), key=lambda i: len(self.seqs[i][0]))
+            bar = tqdm(total=len(order), desc=f"cache bottom {self.cut} layers (int4={fake_quant})")
+            for j in range(0, len(order), 8):
+                idx = order[j : j + 8]
+                t = max(len(self.seqs[i][0]) for i in idx)
+                ids = torch.zeros(len(idx), t, dtype=torch.long)
+                for b, i in enumerate(idx):
+                    ids[b, : len(self.seqs[i][0])] = self.seqs[i][0]
+                h, _ = m.run_layers(F.embedding(ids, emb), 0, self.cut, pos=len(self.prefix), past=kv)
+                for b, i in enumerate(idx):
+                    cache[i] = h[b, : len(self.seqs[i][0])].to(torch.bfloat16)
+                bar.update(len(idx))
+            bar.close()
         self.cache = cache
         torch.save((self.prefix_x, self.cache), saved)
 
