@@ -10,6 +10,7 @@ turn from Postgres rows (`project_from_db`), so live and reloaded turns look ide
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,62 @@ from .rendering import render_markdown, render_plain
 
 # More tool calls than this in a turn: the panel summary names counts per tool.
 MANY_TOOL_CALLS = 6
+
+
+class StreamingMarkdown:
+    """Renders an answer that grows at its end: finished blocks once, only the open block each frame.
+
+    A block is finished at a blank line outside a code fence or a `$$` math block; blocks rendered
+    apart give the same HTML as the whole (markdown-it keeps an ordered list's start number), so a
+    frame costs the size of the last paragraph, not of the whole answer.
+    """
+
+    def __init__(self):
+        self.stable_len = 0
+        self.stable_html: list[str] = []
+
+    def render(self, text: str) -> str:
+        if not text.startswith(text[: self.stable_len]) or len(text) < self.stable_len:
+            self.__init__()
+        split = self._last_block_end(text)
+        if split > self.stable_len:
+            self.stable_html.append(render_markdown(text[self.stable_len : split]))
+            self.stable_len = split
+        return "".join(self.stable_html) + render_markdown(text[self.stable_len :])
+
+    def _last_block_end(self, text: str) -> int:
+        """The end of the last blank line after stable_len that is outside fences and not inside a
+        list or quote (a list with blank lines between items is one list); 0 if none."""
+        lines = text[self.stable_len :].splitlines(keepends=True)
+        pos, last, fence, math = self.stable_len, 0, False, False
+        for i, line in enumerate(lines):
+            stripped = line.strip()
+            if stripped.startswith(("```", "~~~")):
+                fence = not fence
+            elif not fence and (stripped == "$$" or stripped.startswith("$$") != stripped.endswith("$$")):
+                math = not math
+            pos += len(line)
+            if stripped or fence or math or i + 1 >= len(lines):
+                continue
+            following = lines[i + 1]
+            if (
+                following.strip()
+                and not _CONTINUES_BLOCK.match(following)
+                and not _CONTINUES_BLOCK.match(_previous_block_start(lines, i))
+            ):
+                last = pos
+        return last
+
+
+_CONTINUES_BLOCK = re.compile(r"^(\s|[-*+]\s|\d+[.)]\s|>)")
+
+
+def _previous_block_start(lines: list[str], blank: int) -> str:
+    """The first line of the block that ends at the blank line `blank`."""
+    i = blank - 1
+    while i > 0 and lines[i - 1].strip():
+        i -= 1
+    return lines[i] if i >= 0 else ""
 
 
 @dataclass
@@ -121,6 +178,7 @@ class TurnProjection:
         self.cards: dict[str, ToolCard] = {}
         self.current: Segment | None = None
         self.content_parts: list[str] = []
+        self.answer_renderer = StreamingMarkdown()
         self.step_content_from = 0  # where the current step's content starts in content_parts
         self.error = ""
         self.thought_s: int | None = None
@@ -321,6 +379,8 @@ class TurnProjection:
         return label
 
     def answer_html(self) -> str:
+        if self.running:
+            return self.answer_renderer.render(self.content)
         return render_markdown(self.content)
 
     def segment_items(self):

@@ -94,3 +94,19 @@ def test_search_results_become_sources_and_unsafe_links_are_dropped():
     )
     assert [s["url"] for s in search_sources(result)] == ["https://a.example/x"]
     assert search_sources("not json") == []
+
+
+def test_streaming_markdown_renders_like_the_whole_and_reuses_finished_blocks():
+    from chat.fragments import StreamingMarkdown
+    from chat.rendering import render_markdown
+
+    answer = (
+        "# Plan\n\nFirst a paragraph with **bold**.\n\n```python\nx = 1\n\ny = 2\n```\n\n"
+        "1. one\n2. two\n\n3. three\n\n$$\na\n\nb\n$$\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nThe end."
+    )
+    streaming = StreamingMarkdown()
+    for end in range(1, len(answer) + 1, 3):
+        html = streaming.render(answer[:end])
+    html = streaming.render(answer)
+    assert html.replace("\n", "") == render_markdown(answer).replace("\n", "")
+    assert streaming.stable_len > len(answer) // 2  # most of it was rendered once, not every frame
