@@ -242,18 +242,24 @@ class Socket:
     error: str = ""
 
 
-async def follow_turn(sock: Socket, url: str, cookie: str, origin: str, events: int, connected, go) -> None:
+async def follow_turn(
+    sock: Socket, url: str, cookie: str, origin: str, events: int, connected, go, gate: asyncio.Semaphore
+) -> None:
     import websockets
 
     try:
-        async with websockets.connect(
-            url,
-            additional_headers={"Cookie": f"sessionid={cookie}"},
-            origin=origin,
-            max_size=None,
-            open_timeout=60,
-            ping_interval=None,
-        ) as ws:
+        # Browsers arrive spread out (and reconnect with jitter); a herd of simultaneous handshakes
+        # against one Daphne mostly measures its 5 s handshake timeout, so handshakes go a few at a time.
+        async with gate:
+            ws = await websockets.connect(
+                url,
+                additional_headers={"Cookie": f"sessionid={cookie}"},
+                origin=origin,
+                max_size=None,
+                open_timeout=60,
+                ping_interval=None,
+            )
+        async with ws:
             await ws.send(json.dumps({"action": "resume", "turn": sock.turn, "after": 0}))
             connected()
             await go.wait()
@@ -265,6 +271,7 @@ async def follow_turn(sock: Socket, url: str, cookie: str, origin: str, events: 
                     return
     except Exception as exc:  # reported per socket in the results, never hidden
         sock.error = f"{exc.__class__.__name__}: {exc}"
+        connected()  # settled, if not connected: the run must not wait for it
 
 
 async def follow_stream(sock: Socket, redis_url: str, events: int, connected, go) -> None:
@@ -291,6 +298,7 @@ async def follow_stream(sock: Socket, redis_url: str, events: int, connected, go
                         return
     except Exception as exc:
         sock.error = f"{exc.__class__.__name__}: {exc}"
+        connected()
     finally:
         await client.aclose()
 
@@ -382,9 +390,10 @@ async def run_clients(socks, follow, connect_timeout: float):
     all_connected = asyncio.Event()
 
     def connected():
+        # Called once a socket is ready (or, after an error, settled); a second call is harmless.
         nonlocal ready
         ready += 1
-        if ready == len(socks):
+        if ready >= len(socks):
             all_connected.set()
 
     tasks = [asyncio.create_task(follow(sock, connected, go)) for sock in socks]
@@ -408,9 +417,11 @@ def measure(mode: str, streams: int, args, daphne=None) -> Result:
             port, pid = daphne
             origin = f"http://127.0.0.1:{port}"
 
+            gate = asyncio.Semaphore(args.connect_concurrency)
+
             def follow(sock, connected, go):
                 url = f"ws://127.0.0.1:{port}/ws/conversations/{sock.conversation}/"
-                return follow_turn(sock, url, cookie, origin, args.events, connected, go)
+                return follow_turn(sock, url, cookie, origin, args.events, connected, go, gate)
 
             result_holder["rss_idle"] = rss_kib(pid)
         else:
@@ -418,7 +429,7 @@ def measure(mode: str, streams: int, args, daphne=None) -> Result:
             def follow(sock, connected, go):
                 return follow_stream(sock, settings.REDIS_URL, args.events, connected, go)
 
-        tasks, go = await run_clients(socks, follow, connect_timeout=120)
+        tasks, go = await run_clients(socks, follow, connect_timeout=300)
         await asyncio.sleep(1.0)  # let the consumers process every resume before the first event
         if live:
             result_holder["rss_open"] = rss_kib(daphne[1])
@@ -588,6 +599,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="events/s per turn (a fast token stream)")
     parser.add_argument("--publishers", type=int, default=2, help="worker processes publishing events")
     parser.add_argument("--timeout", type=float, default=120.0, help="extra seconds allowed after publishing")
+    parser.add_argument("--connect-concurrency", type=int, default=20, help="WebSocket handshakes at once")
     parser.add_argument("--database", default="kimiweb_bench")
     parser.add_argument("--redis-db", type=int, default=11)
     parser.add_argument("--no-baseline", action="store_true", help="skip the raw Redis-stream baseline")
