@@ -69,6 +69,12 @@
   });
 
   function syncRunning() {
+    // Screen readers announce a streamed answer once, when it stops being busy.
+    $all('.answer[aria-busy="true"]').forEach(function (answer) {
+      var foot = document.getElementById("status-" + answer.id.slice("answer-".length));
+      var status = foot ? foot.getAttribute("data-status") : "done";
+      if (status !== "running" && status !== "queued") answer.setAttribute("aria-busy", "false");
+    });
     var running = !!$(RUNNING);
     document.body.classList.toggle("is-running", running);
     var live = document.getElementById("live-status");

@@ -74,12 +74,15 @@ def test_send_with_thinking_streams_thinking_then_answer(live_url, new_page, use
     answer = page.locator(f"#answer-{turn.uuid}")
     expect(answer.locator("strong")).to_have_text("384,400 km")
     expect(answer).to_contain_text("on average.")
+    expect(answer).to_have_attribute("aria-busy", "true")  # aria-live waits for the whole answer
     # The thinking panel folds away once the answer starts and says how long it thought.
     expect(thinking).not_to_have_attribute("open", "")
     expect(page.locator(f"#sum-{turn.uuid}")).to_contain_text("Thought for")
     pub.emit(StepFinished(index=0, finish_reason="stop"))
     pub.emit(TurnFinished(status="done", content="The Moon is about **384,400 km** away on average."))
     expect(page.locator(f"#status-{turn.uuid}")).to_have_attribute("data-status", "done")
+    expect(answer).to_have_attribute("aria-busy", "false")
+    expect(page.locator("#live-status")).to_have_text("Answer complete")
     page.screenshot(path=f"{SHOTS}/answer-light.png", full_page=False)
     pub.drop_stream()
     assert not page_errors, page_errors
