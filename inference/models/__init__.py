@@ -40,8 +40,22 @@ def _uninitialised(dtype: torch.dtype):
         torch.set_default_dtype(saved[2])
 
 
+def normalize_config(cfg: dict) -> dict:
+    """transformers 5 writes `rope_parameters` ({rope_theta, rope_type, factor, ...}) where older
+    checkpoints (Kimi K2's among them) have `rope_theta` and `rope_scaling`; models read the latter."""
+    rope = cfg.get("rope_parameters")
+    if isinstance(rope, dict):
+        cfg = dict(cfg)
+        if "rope_theta" in rope:
+            cfg.setdefault("rope_theta", rope["rope_theta"])
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            cfg.setdefault("rope_scaling", rope)
+    return cfg
+
+
 def build_model(cfg: dict, dtype: torch.dtype) -> nn.Module:
     """An empty model of the right family in `dtype`, ready for `load_weight` calls."""
+    cfg = normalize_config(cfg)
     with _uninitialised(dtype):
         model = model_class(cfg)(cfg, dtype=dtype)
     return model.eval().requires_grad_(False)

@@ -165,3 +165,63 @@ def test_gguf_tokenizer_matches_transformers_reading_the_same_file():
     assert ours.encode(text) == reference.encode(text, add_special_tokens=False)
     assert ours.decode(ours.encode(text)) == text
     assert ours.stop_ids == [0, 2]  # <|endoftext|>, <|im_end|>
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen3-moe"])
+def test_int4_checkpoints_from_the_quantizer_load_and_match_transformers_on_the_same_weights(
+    family, tmp_path, monkeypatch
+):
+    """`python -m inference quantize` output (what kimi-mini ships: Mixtral-style w1/w3/w2 names) loads
+    through our loader and computes what transformers computes with the dequantized experts."""
+    from inference.quant.convert import convert_checkpoint
+
+    monkeypatch.setattr(moe, "MOE_BACKEND", "reference")
+    torch.manual_seed(0)
+    t = transformers
+    common = dict(
+        vocab_size=200,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    if family == "mixtral":
+        cfg, cls = t.MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **common), t.MixtralForCausalLM
+    else:
+        cfg = t.Qwen3MoeConfig(
+            head_dim=16,
+            moe_intermediate_size=64,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=True,
+            **common,
+        )
+        cls = t.Qwen3MoeForCausalLM
+    cls(cfg).save_pretrained(tmp_path / "bf16")
+    byte_level_tokenizer(["<|im_end|>"]).save(str(tmp_path / "bf16" / "tokenizer.json"))
+    convert_checkpoint(tmp_path / "bf16", tmp_path / "int4")
+
+    # The reference: transformers on a bf16 checkpoint holding exactly the INT4 experts, dequantized.
+    (tmp_path / "twin").mkdir()
+    twin = {}
+    for shard in sorted((tmp_path / "int4").glob("*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            for name in f.keys():
+                base, _, suffix = name.rpartition(".")
+                if suffix == "weight_packed":
+                    twin[f"{base}.weight"] = dequantize(
+                        f.get_tensor(name), f.get_tensor(f"{base}.weight_scale"), 32, dtype=torch.float32
+                    )
+                elif suffix not in ("weight_scale", "weight_shape"):
+                    twin[name] = f.get_tensor(name)
+    save_file(twin, str(tmp_path / "twin" / "model.safetensors"))
+    (tmp_path / "twin" / "config.json").write_text((tmp_path / "bf16" / "config.json").read_text())
+    reference = cls.from_pretrained(tmp_path / "twin", torch_dtype=torch.float32).eval()
+
+    ids = list(range(30, 50))
+    loaded, _, logits = run(tmp_path / "int4", ids, torch.float32, n=1)
+    assert isinstance(loaded.model.layers[0].mlp.experts.w13, Int4Experts)
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits[0, -1]
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
