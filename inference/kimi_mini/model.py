@@ -24,7 +24,7 @@ class MiniConfig:
     n_kv_heads: int = 3
     intermediate: int = 1536
     n_experts: int = 8
-    top_k: int = 4
+    top_k: int = 6
     rope_theta: float = 100000.0
     norm_eps: float = 1e-5
     lora_rank: int = 16
