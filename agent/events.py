@@ -3,7 +3,8 @@
 The loop (`agent/loop.py`) yields `Event`s without sequence numbers. The worker stamps each with a
 per-turn `seq` (1, 2, 3, ... contiguous), appends it to the Redis stream `turn:<uuid>:events` under
 the entry id `<seq>-0` (so replay from a sequence number is `XRANGE key (<seq>-0 +`), and
-`group_send`s it to the conversation's Channels group as `{"type": "turn.event", "event": {...}}`.
+`group_send`s it to the conversation's Channels group — batched, as `{"type": "turn.events", "events":
+[{...}, ...]}` (a single event may also come as `{"type": "turn.event", "event": {...}}`).
 On the wire an event is a flat JSON object: `{"seq": 7, "turn": "<uuid>", "type": "reasoning.delta",
 "text": "..."}`.
 """

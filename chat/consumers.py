@@ -175,6 +175,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self._live(event)
         await self._flush_soon()
 
+    async def turn_events(self, message):
+        """A batch of events, in seq order (how the worker publishes)."""
+        events = message["events"]
+        if not self.ready:
+            room = MAX_PENDING - len(self.pending)
+            self.pending.extend(events[: max(0, room)])
+            return
+        for event in events:
+            await self._live(event)
+        await self._flush_soon()
+
     async def turn_created(self, message):
         """Another tab started a turn in this conversation: show its question at once."""
         if self.ready and message["turn"] not in self.turns:

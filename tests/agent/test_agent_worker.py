@@ -50,7 +50,7 @@ def test_a_turn_leaves_a_complete_trace_in_postgres_and_every_event_in_the_strea
         while True:
             message = await asyncio.wait_for(layer.receive(channel), timeout=30)
             layer_messages.append(message)
-            if message["event"]["type"] == "turn.finished":
+            if message["events"][-1]["type"] == "turn.finished":
                 break
         await layer.close_pools()
 
@@ -86,8 +86,10 @@ def test_a_turn_leaves_a_complete_trace_in_postgres_and_every_event_in_the_strea
     assert {e["turn"] for e in events} == {str(turn.uuid)}
     assert events[0]["type"] == "turn.started" and events[-1]["type"] == "turn.finished"
     assert agent_redis.ttl(stream_key(turn.uuid)) > 0, "the stream expires after the turn"
-    assert [m["event"] for m in layer_messages] == events, "the group got the same events, in order"
-    assert {m["type"] for m in layer_messages} == {"turn.event"}
+    assert [e for m in layer_messages for e in m["events"]] == events, (
+        "the group got the same events, in order"
+    )
+    assert {m["type"] for m in layer_messages} == {"turn.events"}
 
 
 def test_the_model_sees_the_visible_history_and_the_reasoning_of_this_turns_tool_calls(
