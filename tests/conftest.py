@@ -79,3 +79,13 @@ def make_user(db, django_user_model):
 
     create.password = PASSWORD
     return create
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the browser tests last.
+
+    Playwright's sync API keeps an event loop running in the main thread for as long as its
+    session-scoped browser lives; async tests collected after it (Channels consumers, the agent's
+    publisher) would then fail with "cannot be called from a running event loop".
+    """
+    items.sort(key=lambda item: "browser" in item.path.parts)
