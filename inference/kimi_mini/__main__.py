@@ -39,7 +39,13 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild even if the cached build is up to date")
 
     p = sub.add_parser("eval", help="score checkpoints on the held-out templates")
-    p.add_argument("--artifact", action="append", default=None, help="delta(s) to score; default: committed")
+    p.add_argument("--artifact", default=None, help="the QAT delta (default: the committed one)")
+    p.add_argument(
+        "--no-qat-artifact",
+        default="var/kimi-mini/train/bf16_delta.safetensors",
+        help="phase-1 delta of the same run: its INT4 build is 'INT4 by RTN without QAT'",
+    )
+    p.add_argument("--torch", action="store_true", help="run in the training code instead of our engine")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--out", default="var/kimi-mini/eval.json")
     p.add_argument("--fallback-tools", action="store_true")
@@ -84,12 +90,11 @@ def main(argv=None) -> int:
     elif args.command == "eval":
         from .evaluate import evaluate_cli
 
-        evaluate_cli(
-            [Path(a) for a in (args.artifact or [default_artifact])],
-            args.n,
-            Path(args.out),
-            args.fallback_tools,
-        )
+        qat = Path(args.artifact or default_artifact)
+        variants = [("int4-qat", qat, True), ("bf16", qat, False)]
+        if Path(args.no_qat_artifact).exists():
+            variants.append(("int4-rtn-no-qat", Path(args.no_qat_artifact), True))
+        evaluate_cli(variants, args.n, Path(args.out), args.fallback_tools, engine=not args.torch)
     elif args.command == "seed-corpus":
         from .data import build_corpus
         from .tools import seed_corpus

@@ -86,6 +86,28 @@ class Generator:
         return out
 
 
+class EngineGenerator:
+    """The same interface over our serving engine (paged KV, prefix cache, INT4 MoE kernel) and a built
+    checkpoint: what users get."""
+
+    def __init__(self, path: Path):
+        from inference.engine.llm_engine import LLMEngine
+        from inference.engine.loader import load_model
+
+        loaded = load_model(path, torch.bfloat16)
+        self.engine = LLMEngine(loaded, kv_cache_tokens=16384)
+        self.tok = loaded.tokenizer.tokenizer
+
+    def complete(self, prompt_ids: list[int], max_new: int) -> list[int]:
+        from inference.engine.llm_engine import generate
+        from inference.engine.sequence import SamplingParams
+
+        return generate(self.engine, prompt_ids, SamplingParams(temperature=0, max_tokens=max_new))
+
+    def close(self):
+        self.engine.shutdown()
+
+
 def parse_output(text: str, thinking: bool) -> dict:
     """Split raw model output with the server's kimi_k2 detectors: reasoning, content, tool calls."""
     from inference.server.parsers.kimi_k2 import KimiK2ReasoningDetector, KimiK2ToolCallDetector
@@ -192,9 +214,9 @@ def run_agent(
     }
 
 
-def evaluate(model: KimiMini, tok, examples, run_tool, progress=None) -> dict:
+def evaluate(gen, examples, run_tool, progress=None) -> dict:
+    """`gen`: a Generator (training code, one cache shared across examples) or an EngineGenerator."""
     rows = []
-    gen = Generator(model, tok)  # one cache: examples share the tool declaration + system prompt prefix
     for ex in examples:
         t0 = time.time()
         r = run_agent(gen, ex.question, ex.thinking, run_tool)
@@ -236,29 +258,47 @@ def heldout_examples(n: int, run_tool, seed: int = 1):
     return generate(n, "eval", run_tool, build_corpus(), seed)
 
 
-def evaluate_cli(artifacts: list[Path], n: int, out: Path, fallback_tools: bool):
-    """Each artifact scored as bf16 and INT4 (by RTN of its weights: for a QAT artifact that is INT4-QAT, for
-    a phase-1 artifact it is INT4-RTN without QAT)."""
+def evaluate_cli(
+    variants: list[tuple[str, Path, bool]],
+    n: int,
+    out: Path,
+    fallback_tools: bool,
+    engine: bool = True,
+    workdir: Path = Path("var/kimi-mini/eval-builds"),
+):
+    """Score each (label, delta, int4) variant on the same held-out examples. With `engine`, each variant is
+    built (INT4 or bf16 experts) and served by our engine; else run by the training code in torch."""
     from tqdm import tqdm
 
+    from .build import build
     from .data import fallback_run_tool
     from .tools import agent_run_tool
 
     corpus = build_corpus()
     run_tool = fallback_run_tool(corpus) if fallback_tools else agent_run_tool(corpus)
-    tok = load_tokenizer()
-    base = load_base_weights()
     examples = heldout_examples(n, run_tool)
     results = {}
-    bar = tqdm(total=len(artifacts) * 2 * len(examples), desc="eval")
-    for art in artifacts:
-        for int4 in (True, False):
-            model = load_trained(art, int4, tok, base)
-            res = evaluate(model, tok, examples, run_tool, bar)
-            key = f"{art.name}:{'int4' if int4 else 'bf16'}"
-            results[key] = res
-            print(key, json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=1, default=str))
+    tok = base = None
+    bar = tqdm(total=len(variants) * len(examples), desc="eval")
+    for label, delta, int4 in variants:
+        t0 = time.time()
+        if engine:
+            path = workdir / label
+            build(path, delta, int4=int4)
+            gen = EngineGenerator(path)
+        else:
+            tok = tok or load_tokenizer()
+            base = base if base is not None else load_base_weights()
+            gen = Generator(load_trained(delta, int4, tok, base), tok)
+        try:
+            res = evaluate(gen, examples, run_tool, bar)
+        finally:
+            if engine:
+                gen.close()
+        res["seconds"] = round(time.time() - t0)
+        results[label] = res
+        print(label, json.dumps({k: v for k, v in res.items() if k != "rows"}), flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1, default=str))
     bar.close()
     return results
