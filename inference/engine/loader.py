@@ -22,6 +22,7 @@ from inference.quant import dequantize
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+KIMI_MINI_DIR = REPO_ROOT / "var" / "models" / "kimi-mini"
 
 
 @dataclass
@@ -42,14 +43,26 @@ def smollm2_gguf_path() -> Path:
 
 
 def resolve_model_path(model: str) -> Path:
-    """`default` means the project's own model when it has been built, else the bundled SmolLM2."""
+    """`default` is the bundled SmolLM2, or the project's own kimi-mini when asked for.
+
+    kimi-mini is opt-in (`KIMIWEB_DEFAULT_MODEL=kimi-mini`, or `KIMIWEB_MODEL_DIR`) until it passes
+    its held-out evaluation: today it writes Kimi's format but answers few questions right, and a
+    default that chats plainly beats one that calls tools confidently wrong.
+    """
     if model != "default":
         path = Path(model)
         if not path.exists():
             raise FileNotFoundError(f"model path {path} does not exist")
         return path
-    own = Path(os.environ.get("KIMIWEB_MODEL_DIR") or REPO_ROOT / "var" / "models" / "kimi-mini")
-    if (own / "config.json").exists():
+    if os.environ.get("KIMIWEB_MODEL_DIR"):
+        own = Path(os.environ["KIMIWEB_MODEL_DIR"])
+        return own if (own / "config.json").exists() else smollm2_gguf_path()
+    if os.environ.get("KIMIWEB_DEFAULT_MODEL", "smollm2") == "kimi-mini":
+        own = KIMI_MINI_DIR
+        if not (own / "config.json").exists():
+            raise FileNotFoundError(
+                f"kimi-mini is not built in {own}: run python -m inference.kimi_mini build"
+            )
         return own
     return smollm2_gguf_path()
 

@@ -156,6 +156,21 @@ def test_default_model_falls_back_to_the_bundled_smollm2(monkeypatch, tmp_path):
     assert resolve_model_path("default") == tmp_path / "own"
 
 
+def test_kimi_mini_is_the_default_only_when_asked_for_and_says_how_to_build_it(monkeypatch, tmp_path):
+    from inference.engine import loader
+
+    monkeypatch.delenv("KIMIWEB_MODEL_DIR", raising=False)
+    monkeypatch.delenv("KIMIWEB_DEFAULT_MODEL", raising=False)
+    monkeypatch.setattr(loader, "KIMI_MINI_DIR", tmp_path / "kimi-mini")
+    assert resolve_model_path("default") == smollm2_gguf_path()
+    monkeypatch.setenv("KIMIWEB_DEFAULT_MODEL", "kimi-mini")
+    with pytest.raises(FileNotFoundError, match="python -m inference.kimi_mini build"):
+        resolve_model_path("default")
+    (tmp_path / "kimi-mini").mkdir()
+    (tmp_path / "kimi-mini" / "config.json").write_text("{}")
+    assert resolve_model_path("default") == tmp_path / "kimi-mini"
+
+
 @pytest.mark.slow
 def test_gguf_tokenizer_matches_transformers_reading_the_same_file():
     path = smollm2_gguf_path()
