@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from inference.server.chat_templates import IM_END, KIMI_K2_SPECIAL_TOKENS
@@ -43,50 +42,16 @@ def gguf_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _unpermute_rope(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    # llama.cpp's converter interleaves each head's rotary halves; Hugging Face's rotate_half wants them split.
-    out_dim = w.shape[0]
-    return w.reshape(n_heads, out_dim // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
-
-
 def load_base_weights(path: Path | None = None) -> dict[str, torch.Tensor]:
-    """Dequantize every tensor of the GGUF into fp32, named as in a Hugging Face LlamaForCausalLM."""
-    import gguf
+    """Dequantize every tensor of the GGUF into fp32, named as in a Hugging Face LlamaForCausalLM.
 
-    cfg = BaseConfig()
-    reader = gguf.GGUFReader(str(path or gguf_path()))
-    names = {
-        "token_embd.weight": "model.embed_tokens.weight",
-        "output_norm.weight": "model.norm.weight",
-    }
-    per_layer = {
-        "attn_norm": "input_layernorm",
-        "ffn_norm": "post_attention_layernorm",
-        "attn_q": "self_attn.q_proj",
-        "attn_k": "self_attn.k_proj",
-        "attn_v": "self_attn.v_proj",
-        "attn_output": "self_attn.o_proj",
-        "ffn_gate": "mlp.gate_proj",
-        "ffn_up": "mlp.up_proj",
-        "ffn_down": "mlp.down_proj",
-    }
-    out: dict[str, torch.Tensor] = {}
-    for t in reader.tensors:
-        arr = gguf.quants.dequantize(t.data, t.tensor_type)
-        shape = tuple(int(x) for x in reversed(t.shape))  # GGUF lists dims fastest-first
-        w = torch.from_numpy(
-            np.array(arr, dtype=np.float32, copy=True).reshape(shape)
-        )  # own memory: the GGUF is mmapped read-only
-        if t.name in names:
-            out[names[t.name]] = w
-            continue
-        _, layer, kind, _ = t.name.split(".")
-        if kind == "attn_q":
-            w = _unpermute_rope(w, cfg.n_heads)
-        elif kind == "attn_k":
-            w = _unpermute_rope(w, cfg.n_kv_heads)
-        out[f"model.layers.{layer}.{per_layer[kind]}.{t.name.rsplit('.', 1)[1]}"] = w.contiguous()
-    return out
+    The engine's own GGUF reader does the work (dequantize, undo llama.cpp's Q/K row order), so the
+    weights we train on are exactly the weights the engine would serve.
+    """
+    from inference.engine.gguf_loader import gguf_config, gguf_tensors, open_gguf
+
+    reader = open_gguf(path or gguf_path())
+    return {name: w.contiguous() for name, w in gguf_tensors(reader, gguf_config(reader))}
 
 
 def load_tokenizer():
