@@ -81,8 +81,11 @@ class ModelClient:
         backoff: float = 0.5,
         max_backoff: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
+        temperature: float | None = None,
     ):
         self.model = model
+        # None leaves sampling to the server (the model's own defaults); tiny models want it low.
+        self.temperature = temperature
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -115,6 +118,8 @@ class ModelClient:
         )
         if tools:
             kwargs["tools"] = tools
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
         for attempt in range(self.max_attempts):
             started = False
             response = None

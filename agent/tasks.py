@@ -81,7 +81,12 @@ def execute_turn(
     turn = claim.turn
     redis = get_redis()
     if client is None:
-        client = ModelClient(settings.LLM_BASE_URL, settings.LLM_MODEL, settings.LLM_API_KEY)
+        client = ModelClient(
+            settings.LLM_BASE_URL,
+            settings.LLM_MODEL,
+            settings.LLM_API_KEY,
+            temperature=settings.LLM_TEMPERATURE,
+        )
     from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
     publisher = BackgroundPublisher(

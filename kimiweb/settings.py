@@ -120,6 +120,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 LLM_BASE_URL = env("LLM_BASE_URL", default="http://127.0.0.1:30000/v1")
 LLM_MODEL = env("LLM_MODEL", default="default")
 LLM_API_KEY = env("LLM_API_KEY", default="none")
+# Unset: the model server's own sampling defaults. `make run` sets 0.2 for the bundled SmolLM2.
+LLM_TEMPERATURE = env("LLM_TEMPERATURE", cast=float, default=None)
 
 # Agent limits.
 AGENT_MAX_STEPS = env.int("AGENT_MAX_STEPS", default=300)

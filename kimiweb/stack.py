@@ -39,7 +39,11 @@ def child_env() -> dict[str, str]:
     env.setdefault("INFERENCE_PORT", "30000")
     env.setdefault("DJANGO_SETTINGS_MODULE", "kimiweb.settings")
     # Without an explicit model server, the agent talks to the inference process started here.
-    env.setdefault("LLM_BASE_URL", f"http://127.0.0.1:{env['INFERENCE_PORT']}/v1")
+    if "LLM_BASE_URL" not in env:
+        env["LLM_BASE_URL"] = f"http://127.0.0.1:{env['INFERENCE_PORT']}/v1"
+        if env.get("KIMIWEB_DEFAULT_MODEL", "smollm2") == "smollm2":
+            # SmolLM2-135M rambles at temperature 1 (its model card samples at 0.2).
+            env.setdefault("LLM_TEMPERATURE", "0.2")
     env.setdefault("HF_HUB_OFFLINE", "1")
     return env
 

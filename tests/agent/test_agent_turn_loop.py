@@ -280,3 +280,11 @@ def test_a_300_step_run_keeps_every_prompt_under_the_context_budget():
     newest = server.requests[-2]["messages"]
     assert "lorem ipsum" in newest[-1]["content"], "the newest tool output is kept in full"
     assert len(messages) == 1 + 299 * 2 + 1, "the transcript itself keeps everything"
+
+
+@pytest.mark.parametrize("temperature", [None, 0.2])
+def test_the_client_asks_for_the_configured_temperature_and_otherwise_leaves_it_to_the_server(temperature):
+    with ScriptedModelServer(lambda body, n: Reply(content="ok")) as server:
+        client = ModelClient(server.url, "scripted", temperature=temperature)
+        list(client.stream([{"role": "user", "content": "hi"}], None, thinking=False, max_tokens=8))
+    assert server.requests[0].get("temperature") == temperature
