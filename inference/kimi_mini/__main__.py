@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from inference.engine.loader import KIMI_MINI_DIR
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -33,7 +35,8 @@ def main(argv=None) -> int:
     )
 
     p = sub.add_parser("build", help="build the INT4 checkpoint into ./var/models/kimi-mini")
-    p.add_argument("--out", default="var/models/kimi-mini")
+    # The engine's own path for `--model default` with KIMIWEB_DEFAULT_MODEL=kimi-mini, not a cwd-relative copy.
+    p.add_argument("--out", default=str(KIMI_MINI_DIR))
     p.add_argument("--artifact", default=None)
     p.add_argument("--bf16", action="store_true", help="keep the experts bf16 (for comparison), no INT4")
     p.add_argument("--force", action="store_true", help="rebuild even if the cached build is up to date")
