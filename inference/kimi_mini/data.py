@@ -133,7 +133,7 @@ def _name(rng: random.Random, n=2) -> str:
     return "".join(rng.choice(_SYL) for _ in range(n)).capitalize()
 
 
-def build_corpus(seed: int = 7, n: int = 120) -> list[dict]:
+def build_corpus(seed: int = 7, n: int = 360) -> list[dict]:
     """Fictional towns and companies with one page each: {url, title, text, facts}."""
     rng = random.Random(seed)
     docs, seen = [], set()
@@ -262,12 +262,29 @@ def _expr(rng: random.Random) -> tuple[str, str]:
     return shown, code
 
 
-ARITH_TRAIN = ["What is {e}?", "Calculate {e}.", "Please compute {e} for me.", "{e} = ?", "Evaluate {e}"]
+ARITH_TRAIN = [
+    "What is {e}?",
+    "Calculate {e}.",
+    "Please compute {e} for me.",
+    "{e} = ?",
+    "Evaluate {e}",
+    "What's {e}?",
+    "Could you calculate {e}?",
+    "I need the value of {e}.",
+    "Compute {e}, please.",
+    "What do you get for {e}?",
+    "Quick question: {e}?",
+    "Work out {e} for me.",
+]
 ARITH_HELD = ["Can you work out {e}?", "How much is {e}?"]
 WORD_TRAIN = [
     ("A box holds {a} apples. How many apples are in {b} boxes?", "{a} * {b}", "apples"),
     ("A train travels {a} km every day. How far does it go in {b} days?", "{a} * {b}", "km"),
     ("I had {a} coins and spent {b}. How many are left?", "{a} - {b}", "coins"),
+    ("A shelf holds {a} books. How many books fit on {b} shelves?", "{a} * {b}", "books"),
+    ("A farm has {a} sheep and sells {b} of them. How many sheep remain?", "{a} - {b}", "sheep"),
+    ("A worker earns {a} euros a day. How much does she earn in {b} days?", "{a} * {b}", "euros"),
+    ("There are {a} chairs and {b} more arrive. How many chairs are there now?", "{a} + {b}", "chairs"),
 ]
 WORD_HELD = [("Each ticket costs {a} dollars. What do {b} tickets cost in total?", "{a} * {b}", "dollars")]
 DATA_OPS = {
@@ -276,16 +293,41 @@ DATA_OPS = {
     "max": ("the largest number in", "print(max(xs))", "The largest number is"),
     "sorted": ("the numbers sorted from smallest to largest, for", "print(sorted(xs))", "Sorted:"),
 }
-DATA_TRAIN = ["What is {op} {xs}?", "Find {op} this list: {xs}"]
+DATA_TRAIN = [
+    "What is {op} {xs}?",
+    "Find {op} this list: {xs}",
+    "Give me {op} {xs}.",
+    "Compute {op} the numbers {xs}.",
+    "Here are some numbers: {xs}. What is {op} them?",
+]
 DATA_HELD = ["Tell me {op} these values: {xs}"]
 FACT_TRAIN = {
-    "year": ["When was {name} founded?", "What year was {name} founded?"],
-    "founder": ["Who founded {name}?"],
-    "population": ["What is the population of {name}?"],
-    "employees": ["How many employees does {name} have?"],
+    "year": [
+        "When was {name} founded?",
+        "What year was {name} founded?",
+        "Do you know when {name} was founded?",
+        "Tell me the founding year of {name}.",
+    ],
+    "founder": ["Who founded {name}?", "Who was the founder of {name}?", "Which person founded {name}?"],
+    "population": [
+        "What is the population of {name}?",
+        "How many people live in {name}?",
+        "Tell me the population of {name}.",
+    ],
+    "employees": [
+        "How many employees does {name} have?",
+        "How many people work at {name}?",
+        "What is the number of employees of {name}?",
+    ],
 }
 FACT_HELD = {"year": ["In what year was {name} established?"], "founder": ["Who is the founder of {name}?"]}
-MULTI_TRAIN = ["How many years before {y} was {name} founded?", "How old was {name} in {y}?"]
+MULTI_TRAIN = [
+    "How many years before {y} was {name} founded?",
+    "How old was {name} in {y}?",
+    "How old will {name} be in {y}?",
+    "How many years passed between the founding of {name} and {y}?",
+    "In {y}, how many years old was {name}?",
+]
 MULTI_HELD = ["How many years had passed since the founding of {name} by {y}?"]
 CHAT_TRAIN = [
     ("Hi!", "Hello! How can I help you today?"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -90,13 +91,14 @@ class EngineGenerator:
     """The same interface over our serving engine (paged KV, prefix cache, INT4 MoE kernel) and a built
     checkpoint: what users get."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, concurrency: int = 16):
         from inference.engine.llm_engine import LLMEngine
         from inference.engine.loader import load_model
 
         loaded = load_model(path, torch.bfloat16)
-        self.engine = LLMEngine(loaded, kv_cache_tokens=16384)
+        self.engine = LLMEngine(loaded, kv_cache_tokens=32768)
         self.tok = loaded.tokenizer.tokenizer
+        self.concurrency = concurrency
 
     def complete(self, prompt_ids: list[int], max_new: int) -> list[int]:
         from inference.engine.llm_engine import generate
@@ -215,9 +217,10 @@ def run_agent(
 
 
 def evaluate(gen, examples, run_tool, progress=None) -> dict:
-    """`gen`: a Generator (training code, one cache shared across examples) or an EngineGenerator."""
-    rows = []
-    for ex in examples:
+    """`gen`: a Generator (training code, one cache shared across examples: one question at a time) or an
+    EngineGenerator, which batches: its `concurrency` questions run at once, as users' turns would."""
+
+    def one(ex):
         t0 = time.time()
         r = run_agent(gen, ex.question, ex.thinking, run_tool)
         r.update(
@@ -228,9 +231,16 @@ def evaluate(gen, examples, run_tool, progress=None) -> dict:
             correct=answer_correct(r["answer"], ex.expected),
             seconds=round(time.time() - t0, 1),
         )
-        rows.append(r)
         if progress:
             progress.update(1)
+        return r
+
+    workers = getattr(gen, "concurrency", 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            rows = list(pool.map(one, examples))
+    else:
+        rows = [one(ex) for ex in examples]
     calls = sum(r["calls_total"] for r in rows)
     off = [r for r in rows if not r["thinking"]]
     return {

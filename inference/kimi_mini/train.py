@@ -183,7 +183,11 @@ class Trainer:
             tgt[b, : len(ids) - 1] = ids[1:]
             mask[b, : len(ids) - 1] = msk[1:]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            _, kv = m.run_layers(self.prefix_x, self.cut, self.cfg.n_layers)
+            # The shared prefix (tool declaration + system prompt) has no loss of its own: its keys and values
+            # are recomputed with the current weights but without a backward pass through them (~30% of the
+            # tokens of a batch, so a third less backward work).
+            with torch.no_grad():
+                _, kv = m.run_layers(self.prefix_x, self.cut, self.cfg.n_layers)
             h, _ = m.run_layers(x, self.cut, self.cfg.n_layers, pos=p, past=kv)
             logits = m.logits(h[mask]).float()
         return F.cross_entropy(logits, tgt[mask])
