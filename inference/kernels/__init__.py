@@ -6,7 +6,7 @@ API (what models call):
 
     w13 = Int4Experts.concat([gate, up])   # or Int4Experts(weight_packed, weight_scale, group_size)
     w2 = Int4Experts(...)
-    w13.prepare_cpu(); w2.prepare_cpu()    # once, at load (repacks for torch's CPU int4 ops)
+    w13.prepare_cpu(); w2.prepare_cpu()    # once, at load (views; a torch repack only without the native kernel)
     topk_weights, topk_ids = select_experts_grouped(router_logits, bias, top_k=8, n_group=1,
                                                     topk_group=1, routed_scaling_factor=2.827)
     out = fused_moe_w4a16(hidden, w13, w2, topk_weights, topk_ids)   # [M, H], dtype of hidden
@@ -25,10 +25,10 @@ for INT4-vs-bf16 comparisons.
 The MoE: out[t] = sum_j topk_weights[t, j] * W2[e] @ (silu(gate_e x_t) * up_e x_t), e = topk_ids[t, j].
 Routing weights are applied inside (any routed_scaling_factor is already in them from the router).
 
-Backends: "reference" (dequantize + float32 matmul, the oracle), "cpu" (torch int4pack ops, bf16
-activations), "triton" (fused grouped GEMM with in-kernel dequantization; GPU, or CPU tensors under
-TRITON_INTERPRET=1), "auto" (triton for int4 experts on CUDA, cpu otherwise; the cpu path runs bf16
-experts on any device).
+Backends: "reference" (dequantize + float32 matmul, the oracle), "cpu" (the native W4A16 CPU kernel, built
+by `make setup` / `python -m inference.kernels.w4a16_cpu`, else torch's int4pack ops; bf16 activations),
+"triton" (fused grouped GEMM with in-kernel dequantization; GPU, or CPU tensors under TRITON_INTERPRET=1),
+"auto" (triton for int4 experts on CUDA, cpu otherwise; the cpu path runs bf16 experts on any device).
 """
 
 import torch

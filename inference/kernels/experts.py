@@ -1,8 +1,8 @@
 """Weight containers for one projection (w13 or w2) of all routed experts of one MoE layer.
 
 `Int4Experts` holds the compressed-tensors tensors as loaded (`weight_packed [E, N, K/8]` int32,
-`weight_scale [E, N, K/group]` bf16) and, once `prepare_cpu()` ran, the same weights repacked for torch's
-CPU int4 ops. `DenseExperts` holds bf16 `[E, N, K]`, so the same `fused_moe_w4a16` call runs the bf16
+`weight_scale [E, N, K/group]` bf16), which the native CPU kernel reads directly; only where that kernel is
+unavailable does `prepare_cpu()` add a copy repacked for torch's CPU int4 ops. `DenseExperts` holds bf16 `[E, N, K]`, so the same `fused_moe_w4a16` call runs the bf16
 baseline. w13 is gate and up stacked along N: rows [0, I) are gate_proj, rows [I, 2I) are up_proj.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from safetensors import SafetensorError
 
+from inference.kernels import w4a16_cpu
 from inference.quant.format import PACK_FACTOR, SUPPORTED_GROUP_SIZES, dequantize, unpack_int4
 from inference.quant.quantize import quantize_rtn
 
@@ -35,7 +36,8 @@ class Int4Experts:
         self.weight_packed = weight_packed  # [E, N, K/8] int32
         self.weight_scale = weight_scale  # [E, N, K/g]
         self.group_size = group_size
-        self.cpu_packed: torch.Tensor | None = None  # [E, N', K/2] uint8, torch's int4pack layout
+        # Only without the native kernel: [E, N', K/2] uint8, torch's int4pack layout.
+        self.cpu_packed: torch.Tensor | None = None
         self.cpu_scales_and_zeros: torch.Tensor | None = None  # [E, K/g, N', 2] bf16
 
     @property
@@ -94,13 +96,30 @@ class Int4Experts:
         return DenseExperts(dense)
 
     def prepare_cpu(self) -> Int4Experts:
-        """Repack once for torch's CPU int4 ops (idempotent; call at load time, not per forward).
+        """Get ready for CPU matmuls, once at load (idempotent): per-expert views for the native kernel, or,
+        where it is unavailable, a copy repacked for torch's int4 ops."""
+        if not hasattr(self, "_expert_views"):
+            self.weight_packed = self.weight_packed.contiguous()
+            self.weight_scale = self.weight_scale.contiguous()
+            # Made once: indexing a tensor per call is an op too, and decode makes many.
+            self._expert_views = list(
+                zip(self.weight_packed.unbind(0), self.weight_scale.unbind(0), strict=True)
+            )
+        if w4a16_cpu.native() is None:
+            self._repack_for_torch()
+        return self
 
-        Our nibble is value + 8 and torch's int4pack op computes (nibble - 8) * scale + zero, so the
-        nibbles carry over unchanged with zero = 0.
-        """
+    def expert(self, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight_packed [N, K/8], weight_scale [N, K/g]) of expert e, contiguous views."""
+        if not hasattr(self, "_expert_views"):
+            self.prepare_cpu()
+        return self._expert_views[e]
+
+    def _repack_for_torch(self) -> None:
+        """torch's CPU int4pack layout. Our nibble is value + 8 and torch's op computes
+        (nibble - 8) * scale + zero, so the nibbles carry over unchanged with zero = 0."""
         if self.cpu_packed is not None:
-            return self
+            return
         e, n = self.num_experts, self.out_features
         n_pad = -n % _CPU_N_TILE
         packed, scales = [], []
@@ -114,20 +133,19 @@ class Int4Experts:
             scales.append(torch.stack([scale.t(), torch.zeros_like(scale.t())], dim=-1).to(torch.bfloat16))
         self.cpu_packed = torch.stack(packed)
         self.cpu_scales_and_zeros = torch.stack(scales).contiguous()
-        # Per-expert views made once: indexing a tensor per call is an op too, and decode makes many.
         self._cpu_views = list(
             zip(self.cpu_packed.unbind(0), self.cpu_scales_and_zeros.unbind(0), strict=True)
         )
-        return self
 
     def cpu_expert(self, e: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(int4pack weight, scales_and_zeros) of expert e, for `_weight_int4pack_mm_for_cpu`."""
-        return self.prepare_cpu()._cpu_views[e]
+        self._repack_for_torch()
+        return self._cpu_views[e]
 
     def __repr__(self) -> str:
         return (
             f"Int4Experts(experts={self.num_experts}, out={self.out_features}, in={self.in_features}, "
-            f"group={self.group_size}, cpu_ready={self.cpu_packed is not None})"
+            f"group={self.group_size}, torch_int4pack={self.cpu_packed is not None})"
         )
 
 

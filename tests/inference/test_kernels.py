@@ -1,13 +1,50 @@
 """Every CPU path of `fused_moe_w4a16` against the reference (dequantize + float32 matmul), including the
-awkward routings: all tokens to one expert, experts with no tokens, one token, odd token counts."""
+awkward routings: all tokens to one expert, experts with no tokens, one token, odd token counts; and each
+kernel of the native W4A16 extension on its own."""
+
+import logging
 
 import pytest
 import torch
 
-from inference.kernels import DenseExperts, Int4Experts, cpu, fused_moe_w4a16, select_experts_softmax
+from inference.kernels import (
+    DenseExperts,
+    Int4Experts,
+    cpu,
+    fused_moe_w4a16,
+    select_experts_softmax,
+    w4a16_cpu,
+)
 
 # bf16 activations and a bf16 intermediate against a float32 oracle on the same int4 weights.
 CPU_REL_ERR = 2e-2
+
+
+# The native dot kernel multiplies the exact int4 weights in fp32: only the bf16 output is rounded (2^-8).
+NATIVE_DOT_REL_ERR = 4e-3
+# The AMX and dequantize + GEMM kernels round the dequantized weights to bf16 first, as the bf16 baseline does.
+NATIVE_BF16_WEIGHTS_REL_ERR = 8e-3
+
+
+@pytest.fixture(scope="module")
+def native():
+    """The native kernel, built here if setup has not (a build failure fails the test, as it should in CI)."""
+    w4a16_cpu.build()
+    w4a16_cpu.native.cache_clear()
+    kernel = w4a16_cpu.native()
+    if kernel is None:
+        pytest.skip("this CPU lacks AVX-512 BF16")
+    return kernel
+
+
+@pytest.fixture
+def torch_int4pack(monkeypatch):
+    """Switch the native kernel off, as KIMIWEB_MOE_CPU_KERNEL=torch does in a deployment."""
+    monkeypatch.setenv(w4a16_cpu.KERNEL_ENV, "torch")
+    w4a16_cpu.native.cache_clear()
+    yield
+    monkeypatch.undo()
+    w4a16_cpu.native.cache_clear()
 
 
 def _rel_err(a, b):
@@ -56,7 +93,7 @@ def test_routing_weights_scale_each_experts_contribution():
     assert _rel_err(half, one) < 1e-2
 
 
-def test_large_expert_batches_switch_to_dequantize_and_bf16_gemm(monkeypatch):
+def test_large_expert_batches_switch_to_dequantize_and_bf16_gemm(monkeypatch, torch_int4pack):
     w13, w2 = _moe()
     weights, ids = _route(40, 8, 2, seed=1)
     hidden = torch.randn(40, 128, dtype=torch.bfloat16)
@@ -65,7 +102,7 @@ def test_large_expert_batches_switch_to_dequantize_and_bf16_gemm(monkeypatch):
     assert _rel_err(fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"), ref) < CPU_REL_ERR
 
 
-def test_out_features_not_a_multiple_of_16_are_padded_for_the_int4pack_layout():
+def test_out_features_not_a_multiple_of_16_are_padded_for_the_int4pack_layout(torch_int4pack):
     experts = Int4Experts.quantize(torch.randn(2, 40, 64) * 0.05)  # torch's int4pack tiles N by 16
     x = torch.randn(3, 64, dtype=torch.bfloat16)
     y = cpu._linear(x, experts, 1)
@@ -112,3 +149,90 @@ def test_mismatched_shapes_and_unknown_options_are_refused():
         fused_moe_w4a16(hidden, w13, w2, weights, ids, activation="gelu")
     with pytest.raises(ValueError, match="backend"):
         fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cuda")
+
+
+# ---- the native W4A16 kernel ----
+
+
+@pytest.mark.parametrize("kernel", ["native", "torch"])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("m", [1, 2, 7, 40])
+def test_moe_through_each_cpu_kernel_matches_reference(request, native, kernel, group_size, m):
+    if kernel == "torch":
+        request.getfixturevalue("torch_int4pack")
+    w13, w2 = _moe(hidden=256, inter=128, group_size=group_size)
+    weights, ids = _route(m, 8, 2, seed=m)
+    hidden = torch.randn(m, 256, dtype=torch.bfloat16)
+    ref = fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="reference")
+    assert _rel_err(fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"), ref) < CPU_REL_ERR
+
+
+def test_native_kernel_keeps_one_copy_of_the_weights_and_the_fallback_repacks(request, native):
+    w13, w2 = _moe()
+    weights, ids = _route(3, 8, 2)
+    hidden = torch.randn(3, 128, dtype=torch.bfloat16)
+    fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu")
+    assert w13.cpu_packed is None and w2.cpu_packed is None
+    request.getfixturevalue("torch_int4pack")
+    fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu")
+    assert w13.cpu_packed is not None
+
+
+def test_missing_build_falls_back_to_torch_with_a_log_line(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(w4a16_cpu, "BUILD_ROOT", tmp_path)
+    w4a16_cpu.native.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=w4a16_cpu.__name__):
+            assert w4a16_cpu.native() is None
+        assert "not built" in caplog.text
+        w13, w2 = _moe()
+        weights, ids = _route(2, 8, 2)
+        hidden = torch.randn(2, 128, dtype=torch.bfloat16)
+        ref = fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="reference")
+        assert _rel_err(fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"), ref) < CPU_REL_ERR
+    finally:
+        monkeypatch.undo()
+        w4a16_cpu.native.cache_clear()
+
+
+KERNELS = {
+    "dot": (lambda ext, x, p, s, g: ext.w4a16_dot(x, p, s, g), NATIVE_DOT_REL_ERR),
+    "amx": (lambda ext, x, p, s, g: ext.w4a16_amx(x, p, s, g), NATIVE_BF16_WEIGHTS_REL_ERR),
+    # A 4 KiB tile makes several tiles even at these sizes.
+    "dequant_mm": (
+        lambda ext, x, p, s, g: ext.w4a16_dequant_mm(x, p, s, g, 4096),
+        NATIVE_BF16_WEIGHTS_REL_ERR,
+    ),
+    "linear": (lambda ext, x, p, s, g: ext.w4a16_linear(x, p, s, g, 8), NATIVE_BF16_WEIGHTS_REL_ERR),
+}
+
+
+# N = 40 and 17: not a multiple of the 16-row tile nor of the 4-row block. K = 96: ends on half a 64-element
+# chunk. Tokens: 1, odd, past the 4 per weight load of the dot kernel, past one 16-token tile and past the
+# 4 tiles an AMX pass holds.
+@pytest.mark.parametrize("kernel", list(KERNELS))
+@pytest.mark.parametrize("n, k, group_size", [(40, 96, 32), (17, 256, 32), (40, 192, 64), (40, 256, 128)])
+@pytest.mark.parametrize("c", [1, 3, 5, 17, 70])
+def test_each_native_kernel_matches_the_dequantized_product(native, kernel, n, k, group_size, c):
+    if kernel == "amx" and not native.amx_supported():
+        pytest.skip("this CPU has no AMX-BF16")
+    run, tolerance = KERNELS[kernel]
+    experts = Int4Experts.quantize(torch.randn(2, n, k) * 0.05, group_size)
+    x = torch.randn(c, k).to(torch.bfloat16)
+    y = run(native, x, experts.weight_packed[1], experts.weight_scale[1], group_size)
+    assert y.shape == (c, n) and y.dtype == torch.bfloat16
+    assert _rel_err(y, x.float() @ experts.dequantize(torch.float32, expert=1).t()) < tolerance
+
+
+def test_native_dequantize_equals_the_format_reference(native):
+    experts = Int4Experts.quantize(torch.randn(1, 40, 96) * 0.05, 32)
+    dense = native.w4a16_dequantize(experts.weight_packed[0], experts.weight_scale[0], 32)
+    assert torch.equal(dense, experts.dequantize(torch.bfloat16, expert=0))
+
+
+def test_native_kernel_refuses_mismatched_shapes(native):
+    experts = Int4Experts.quantize(torch.randn(1, 40, 96) * 0.05, 32)
+    with pytest.raises(RuntimeError, match="K=64"):
+        native.w4a16_linear(
+            torch.randn(2, 64).to(torch.bfloat16), experts.weight_packed[0], experts.weight_scale[0], 32, 8
+        )

@@ -1,4 +1,4 @@
-"""Builds and loads the native W4A16 CPU kernel (`csrc/w4a16_cpu.cpp`, AVX-512 BF16) as a torch extension.
+"""Builds and loads the native W4A16 CPU kernel (`w4a16_cpu.cpp` here, AVX-512 BF16 / AMX) as a torch extension.
 
 The build runs at setup (`make setup` / `make test`, or `python -m inference.kernels.w4a16_cpu`), never on a
 request: `native()` only loads a build whose name carries the hash of the source and flags, so a stale build
@@ -11,21 +11,21 @@ import hashlib
 import importlib.util
 import logging
 import os
-import sys
+import shutil
 from pathlib import Path
+
+import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "w4a16_cpu.cpp"
-BUILD_ROOT = Path(__file__).resolve().parents[2] / "var" / "torch_extensions"
+SOURCE = Path(__file__).parent / "w4a16_cpu.cpp"
+BUILD_ROOT = Path(__file__).resolve().parents[3] / "var" / "torch_extensions"
 CFLAGS = ["-O3", "-std=c++17"]
 # "native" (default; falls back to torch with a log line when unavailable) or "torch" (always torch's ops).
 KERNEL_ENV = "KIMIWEB_MOE_CPU_KERNEL"
 
 
-def _name() -> str:
-    import torch
-
+def build_name() -> str:
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode())
     return f"w4a16_cpu_{digest.hexdigest()[:12]}"
 
@@ -34,8 +34,11 @@ def build(verbose: bool = False):
     """Compile the extension into var/torch_extensions (a no-op when the current build exists) and load it."""
     from torch.utils.cpp_extension import load
 
-    name = _name()
+    name = build_name()
     directory = BUILD_ROOT / name
+    for stale in BUILD_ROOT.glob("w4a16_cpu_*"):
+        if stale != directory:
+            shutil.rmtree(stale, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     return load(
         name=name,
@@ -52,7 +55,7 @@ def native():
     if os.environ.get(KERNEL_ENV, "native") == "torch":
         log.info("W4A16 CPU kernel: torch int4pack ops (%s=torch)", KERNEL_ENV)
         return None
-    name = _name()
+    name = build_name()
     library = BUILD_ROOT / name / f"{name}.so"
     if not library.exists():
         log.warning(
@@ -61,8 +64,6 @@ def native():
             library,
         )
         return None
-    import torch  # noqa: F401  (the extension links against torch's libraries)
-
     spec = importlib.util.spec_from_file_location(name, library)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -74,20 +75,3 @@ def native():
         log.warning("W4A16 CPU kernel needs AVX-512 BF16, which this CPU lacks; using torch's int4pack ops")
         return None
     return module
-
-
-def main() -> int:
-    """Build at setup; a failed build is reported and leaves the torch fallback in place (exit status 0)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        build(verbose="-v" in sys.argv)
-    except Exception as error:  # a compiler error, a missing ninja or g++: the torch path still works
-        log.error("W4A16 CPU kernel build failed, torch's int4pack ops will be used: %s", error)
-        return 0
-    native.cache_clear()
-    log.info("W4A16 CPU kernel built: %s", BUILD_ROOT / _name())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
