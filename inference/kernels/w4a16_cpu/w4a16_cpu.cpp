@@ -330,17 +330,23 @@ struct alignas(64) TileConfig {
 // Position p of an A row (and of a B step) holds element amx_order(p) of the 32-element step.
 constexpr int amx_order(int p) { return 4 * (p % 8) + p / 8; }
 
-// x [c, K] -> B tiles [token tiles, K / 32, 16 pairs, 16 tokens, 2], zero past c.
-void pack_x_amx(const at::Tensor& x, at::Tensor& xb) {
+// x [c, K] -> B tiles [token tiles, K / 32, 16 pairs, 16 tokens, 2], zero past c: per token and step, the
+// 32 values in A-row order, their 16 pairs scattered down the token's column of the B tile.
+W4A16_AMX void pack_x_amx(const at::Tensor& x, at::Tensor& xb) {
   const int64_t c = x.size(0), k = x.size(1), steps = xb.size(1);
   const uint16_t* xs = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-  uint16_t* b = reinterpret_cast<uint16_t*>(xb.data_ptr<at::BFloat16>());
+  int32_t* b = reinterpret_cast<int32_t*>(xb.data_ptr<at::BFloat16>());  // one pair per int32
   xb.zero_();
+  alignas(64) int16_t order[kStep];
+  for (int p = 0; p < kStep; ++p) order[p] = int16_t(amx_order(p));
+  const __m512i a_order = _mm512_load_si512(order);
+  const __m512i pair_rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32(kTile));
   for (int64_t t = 0; t < c; ++t) {
-    const int64_t tile = t / kTile, lane = t % kTile;
+    int32_t* column = b + (t / kTile) * steps * (kStep / 2) * kTile + t % kTile;
     for (int64_t st = 0; st < steps; ++st) {
-      uint16_t* step = b + (tile * steps + st) * kStep * kTile;
-      for (int p = 0; p < kStep; ++p) step[(p / 2) * 2 * kTile + lane * 2 + p % 2] = xs[t * k + st * kStep + amx_order(p)];
+      const __m512i v = _mm512_permutexvar_epi16(a_order, _mm512_loadu_si512(xs + t * k + st * kStep));
+      _mm512_i32scatter_epi32(column + st * (kStep / 2) * kTile, pair_rows, v, 4);
     }
   }
 }
