@@ -1,13 +1,13 @@
 """Fused MoE on CPU: tokens grouped by expert, int4 experts through the native W4A16 kernel.
 
-The native kernel (`w4a16_cpu/w4a16_cpu.cpp`, built at setup) reads the compressed-tensors int4 weights as loaded:
-AVX-512 BF16 dot products for one or two tokens per expert, AMX tiles for more (or, on CPUs without AMX,
-dequantized tiles through torch's bf16 GEMM). Where it is unavailable (not built, no AVX-512 BF16, or
-`KIMIWEB_MOE_CPU_KERNEL=torch`), torch's `_weight_int4pack_mm_for_cpu` runs instead: it dequantizes inside
-its GEMM but its cost grows with the token count, so an expert with at least `DEQUANT_MIN_TOKENS` tokens is
-dequantized once and multiplied in bf16 (oneDNN). Activations run in bf16. At decode sizes the per-op
-overhead of eager torch is a large share of the time, so grouping runs on Python lists and single-token
-experts use views, not gathers.
+The native kernel (`w4a16_cpu/w4a16_cpu.cpp`, built at setup) reads the compressed-tensors int4 weights
+as loaded: AVX-512 BF16 dot products for one or two tokens per expert, AMX tiles for more (or, on CPUs
+without AMX, dequantized tiles through torch's bf16 GEMM). Where it is unavailable (not built, no AVX-512
+BF16, or `KIMIWEB_MOE_CPU_KERNEL=torch`), torch's `_weight_int4pack_mm_for_cpu` runs instead: it
+dequantizes inside its GEMM but its cost grows with the token count, so an expert with at least
+`DEQUANT_MIN_TOKENS` tokens is dequantized once and multiplied in bf16 (oneDNN). Activations run in bf16.
+At decode sizes the per-op overhead of eager torch is a large share of the time, so grouping runs on
+Python lists and single-token experts use views, not gathers.
 """
 
 import os
@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from inference.kernels import w4a16_cpu
 from inference.kernels.experts import DenseExperts, Experts, Int4Experts
 
-# Tokens per expert from which dequantize + bf16 GEMM beats the int4 op. Measured with one AVX-512 core on a
-# Kimi K2 expert: the int4 op costs ~1.1 ms per row, a bf16 GEMM ~0.45 ms per row, dequantizing w13 + w2
-# ~70 ms, so they cross near 110 rows; the ratio is the same for smaller experts (all scale with N*K).
+# Tokens per expert from which dequantize + bf16 GEMM beats torch's int4 op (the fallback). Measured with
+# one AVX-512 core on a Kimi K2 expert: the int4 op costs ~1.1 ms per row, a bf16 GEMM ~0.45 ms per row,
+# dequantizing w13 + w2 ~70 ms, so they cross near 110 rows; the ratio is the same for smaller experts (all
+# scale with N*K).
 DEQUANT_MIN_TOKENS = int(os.environ.get("KIMIWEB_MOE_DEQUANT_MIN_TOKENS", "128"))
 # The same switch for the native kernel on CPUs without AMX: its dot kernel (~26 G weight-tokens/s on one
 # Sapphire Rapids core) meets dequantize + oneDNN near 8 tokens. With AMX the native kernel does not switch.

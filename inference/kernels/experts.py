@@ -1,9 +1,10 @@
 """Weight containers for one projection (w13 or w2) of all routed experts of one MoE layer.
 
 `Int4Experts` holds the compressed-tensors tensors as loaded (`weight_packed [E, N, K/8]` int32,
-`weight_scale [E, N, K/group]` bf16), which the native CPU kernel reads directly; only where that kernel is
-unavailable does `prepare_cpu()` add a copy repacked for torch's CPU int4 ops. `DenseExperts` holds bf16 `[E, N, K]`, so the same `fused_moe_w4a16` call runs the bf16
-baseline. w13 is gate and up stacked along N: rows [0, I) are gate_proj, rows [I, 2I) are up_proj.
+`weight_scale [E, N, K/group]` bf16), which the native CPU kernel reads directly; only where that kernel
+is unavailable does `prepare_cpu()` add a copy repacked for torch's CPU int4 ops. `DenseExperts` holds bf16
+`[E, N, K]`, so the same `fused_moe_w4a16` call runs the bf16 baseline. w13 is gate and up stacked along N:
+rows [0, I) are gate_proj, rows [I, 2I) are up_proj.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Int4Experts:
         self.weight_packed = weight_packed  # [E, N, K/8] int32
         self.weight_scale = weight_scale  # [E, N, K/g]
         self.group_size = group_size
+        # Per-expert (weight_packed, weight_scale) views, made once: indexing per call is an op too.
+        self._expert_views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         # Only without the native kernel: [E, N', K/2] uint8, torch's int4pack layout.
         self.cpu_packed: torch.Tensor | None = None
         self.cpu_scales_and_zeros: torch.Tensor | None = None  # [E, K/g, N', 2] bf16
@@ -98,10 +101,9 @@ class Int4Experts:
     def prepare_cpu(self) -> Int4Experts:
         """Get ready for CPU matmuls, once at load (idempotent): per-expert views for the native kernel, or,
         where it is unavailable, a copy repacked for torch's int4 ops."""
-        if not hasattr(self, "_expert_views"):
+        if self._expert_views is None:
             self.weight_packed = self.weight_packed.contiguous()
             self.weight_scale = self.weight_scale.contiguous()
-            # Made once: indexing a tensor per call is an op too, and decode makes many.
             self._expert_views = list(
                 zip(self.weight_packed.unbind(0), self.weight_scale.unbind(0), strict=True)
             )
@@ -111,7 +113,7 @@ class Int4Experts:
 
     def expert(self, e: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight_packed [N, K/8], weight_scale [N, K/g]) of expert e, contiguous views."""
-        if not hasattr(self, "_expert_views"):
+        if self._expert_views is None:
             self.prepare_cpu()
         return self._expert_views[e]
 

@@ -1,4 +1,5 @@
-"""Builds and loads the native W4A16 CPU kernel (`w4a16_cpu.cpp` here, AVX-512 BF16 / AMX) as a torch extension.
+"""Builds and loads the native W4A16 CPU kernel (`w4a16_cpu.cpp` here, AVX-512 BF16 and AMX), a torch
+extension.
 
 The build runs at setup (`make setup` / `make test`, or `python -m inference.kernels.w4a16_cpu`), never on a
 request: `native()` only loads a build whose name carries the hash of the source and flags, so a stale build
