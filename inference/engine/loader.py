@@ -43,11 +43,9 @@ def smollm2_gguf_path() -> Path:
 
 
 def resolve_model_path(model: str) -> Path:
-    """`default` is the bundled SmolLM2, or the project's own kimi-mini when asked for.
-
-    kimi-mini is opt-in (`KIMIWEB_DEFAULT_MODEL=kimi-mini`, or `KIMIWEB_MODEL_DIR`) until it passes
-    its held-out evaluation: today it writes Kimi's format but answers few questions right, and a
-    default that chats plainly beats one that calls tools confidently wrong.
+    """`default` is kimi-mini, the project's own model, once `python -m inference.kimi_mini build` (run by
+    `make run`) has built it; `KIMIWEB_DEFAULT_MODEL=smollm2` picks the bundled SmolLM2 instead, and so
+    does an unbuilt kimi-mini that nobody asked for by name (with a warning that says how to build it).
     """
     if model != "default":
         path = Path(model)
@@ -57,13 +55,17 @@ def resolve_model_path(model: str) -> Path:
     if os.environ.get("KIMIWEB_MODEL_DIR"):
         own = Path(os.environ["KIMIWEB_MODEL_DIR"])
         return own if (own / "config.json").exists() else smollm2_gguf_path()
-    if os.environ.get("KIMIWEB_DEFAULT_MODEL", "smollm2") == "kimi-mini":
-        own = KIMI_MINI_DIR
-        if not (own / "config.json").exists():
-            raise FileNotFoundError(
-                f"kimi-mini is not built in {own}: run python -m inference.kimi_mini build"
-            )
-        return own
+    choice = os.environ.get("KIMIWEB_DEFAULT_MODEL", "")
+    if choice not in ("", "kimi-mini", "smollm2"):
+        raise ValueError(f"KIMIWEB_DEFAULT_MODEL={choice!r}: expected kimi-mini or smollm2")
+    if choice == "smollm2":
+        return smollm2_gguf_path()
+    if (KIMI_MINI_DIR / "config.json").exists():
+        return KIMI_MINI_DIR
+    how = f"kimi-mini is not built in {KIMI_MINI_DIR}: run python -m inference.kimi_mini build"
+    if choice == "kimi-mini":
+        raise FileNotFoundError(how)
+    log.warning("%s (serving the bundled SmolLM2 instead)", how)
     return smollm2_gguf_path()
 
 

@@ -156,19 +156,29 @@ def test_default_model_falls_back_to_the_bundled_smollm2(monkeypatch, tmp_path):
     assert resolve_model_path("default") == tmp_path / "own"
 
 
-def test_kimi_mini_is_the_default_only_when_asked_for_and_says_how_to_build_it(monkeypatch, tmp_path):
+def test_kimi_mini_is_the_default_once_built_and_smollm2_on_request(monkeypatch, tmp_path, caplog):
     from inference.engine import loader
 
     monkeypatch.delenv("KIMIWEB_MODEL_DIR", raising=False)
     monkeypatch.delenv("KIMIWEB_DEFAULT_MODEL", raising=False)
     monkeypatch.setattr(loader, "KIMI_MINI_DIR", tmp_path / "kimi-mini")
+    # Not built and not asked for by name: SmolLM2, with a warning that says how to build ours.
     assert resolve_model_path("default") == smollm2_gguf_path()
+    assert "python -m inference.kimi_mini build" in caplog.text
+    # Asked for by name: an unbuilt kimi-mini is an error, not a silent substitute.
     monkeypatch.setenv("KIMIWEB_DEFAULT_MODEL", "kimi-mini")
     with pytest.raises(FileNotFoundError, match="python -m inference.kimi_mini build"):
         resolve_model_path("default")
     (tmp_path / "kimi-mini").mkdir()
     (tmp_path / "kimi-mini" / "config.json").write_text("{}")
     assert resolve_model_path("default") == tmp_path / "kimi-mini"
+    monkeypatch.delenv("KIMIWEB_DEFAULT_MODEL")
+    assert resolve_model_path("default") == tmp_path / "kimi-mini"
+    monkeypatch.setenv("KIMIWEB_DEFAULT_MODEL", "smollm2")
+    assert resolve_model_path("default") == smollm2_gguf_path()
+    monkeypatch.setenv("KIMIWEB_DEFAULT_MODEL", "gpt-5")
+    with pytest.raises(ValueError, match="kimi-mini or smollm2"):
+        resolve_model_path("default")
 
 
 @pytest.mark.slow
