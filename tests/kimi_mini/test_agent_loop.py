@@ -72,12 +72,6 @@ def run_turn(url: str, question: str, thinking: bool, max_steps=4) -> list:
     return list(loop.run(messages))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the committed artifact is a short CPU run (4.5 min): it writes the Kimi tool-call format but "
-    "does not yet copy the numbers into its code (held-out arithmetic success 0%, see README); a longer run "
-    "is needed",
-)
 def test_held_out_arithmetic_question_calls_python_and_answers_the_right_number(kimi_mini_server):
     events = run_turn(kimi_mini_server, "How much is 23 × 47?", thinking=True)  # a held-out template
     calls = [e for e in events if isinstance(e, ev.ToolCallFinished)]
