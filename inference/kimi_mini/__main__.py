@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     )
 
     p = sub.add_parser("build", help="build the INT4 checkpoint into ./var/models/kimi-mini")
-    # The engine's own path for `--model default` with KIMIWEB_DEFAULT_MODEL=kimi-mini, not a cwd-relative copy.
+    # Where the engine looks for `--model default` (kimi-mini), not a cwd-relative copy of that path.
     p.add_argument("--out", default=str(KIMI_MINI_DIR))
     p.add_argument("--artifact", default=None)
     p.add_argument("--bf16", action="store_true", help="keep the experts bf16 (for comparison), no INT4")
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         help="phase-1 delta of the same run: its INT4 build is 'INT4 by RTN without QAT'",
     )
     p.add_argument("--torch", action="store_true", help="run in the training code instead of our engine")
-    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--n", type=int, default=36, help="held-out questions per variant")
     p.add_argument("--out", default="var/kimi-mini/eval.json")
     p.add_argument("--fallback-tools", action="store_true")
 

@@ -236,9 +236,9 @@ class Trainer:
     # ------------------------------------------------------------------ artifacts
     def load_delta(self, path: Path):
         """Continue from an exported delta of this run (its trained LoRA, norms, routers, new embeddings)."""
-        from safetensors.torch import load_file
+        from .build import read_delta
 
-        t = load_file(str(path))
+        t, _ = read_delta(path)
         m = self.model
         m.embed_new.data.copy_(t["embed_new"])
         for i, layer in enumerate(m.layers):
