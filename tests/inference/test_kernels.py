@@ -29,11 +29,11 @@ NATIVE_BF16_WEIGHTS_REL_ERR = 8e-3
 @pytest.fixture(scope="module")
 def native():
     """The native kernel, built here if setup has not (a build failure fails the test, as it should in CI)."""
-    w4a16_cpu.build()
+    if not w4a16_cpu.build().cpu_supported():
+        pytest.skip("this CPU lacks AVX-512 BF16")
     w4a16_cpu.native.cache_clear()
     kernel = w4a16_cpu.native()
-    if kernel is None:
-        pytest.skip("this CPU lacks AVX-512 BF16")
+    assert kernel is not None, "the kernel was built but native() does not load it"
     return kernel
 
 
@@ -222,6 +222,13 @@ def test_each_native_kernel_matches_the_dequantized_product(native, kernel, n, k
     y = run(native, x, experts.weight_packed[1], experts.weight_scale[1], group_size)
     assert y.shape == (c, n) and y.dtype == torch.bfloat16
     assert _rel_err(y, x.float() @ experts.dequantize(torch.float32, expert=1).t()) < tolerance
+
+
+def test_native_kernel_runs_on_all_of_torchs_threads(native):
+    # Built without OpenMP, at::parallel_for runs serially and the kernel uses one core of the machine.
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch runs one thread here")
+    assert native.parallel_threads() == torch.get_num_threads()
 
 
 def test_native_dequantize_equals_the_format_reference(native):

@@ -21,13 +21,17 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "w4a16_cpu.cpp"
 BUILD_ROOT = Path(__file__).resolve().parents[3] / "var" / "torch_extensions"
-CFLAGS = ["-O3", "-std=c++17"]
+# -fopenmp: at::parallel_for in the kernel is OpenMP (torch's backend); without the flag it runs on one thread.
+CFLAGS = ["-O3", "-std=c++17", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
 # "native" (default; falls back to torch with a log line when unavailable) or "torch" (always torch's ops).
 KERNEL_ENV = "KIMIWEB_MOE_CPU_KERNEL"
 
 
 def build_name() -> str:
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode() + torch.__version__.encode())
+    digest = hashlib.sha256(
+        SOURCE.read_bytes() + " ".join(CFLAGS + LDFLAGS).encode() + torch.__version__.encode()
+    )
     return f"w4a16_cpu_{digest.hexdigest()[:12]}"
 
 
@@ -44,7 +48,9 @@ def build(verbose: bool = False):
     return load(
         name=name,
         sources=[str(SOURCE)],
-        extra_cflags=CFLAGS,
+        # Copies: load() appends to the lists it is given, which would change build_name().
+        extra_cflags=list(CFLAGS),
+        extra_ldflags=list(LDFLAGS),
         build_directory=str(directory),
         verbose=verbose,
     )

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -332,21 +333,60 @@ constexpr int amx_order(int p) { return 4 * (p % 8) + p / 8; }
 
 // x [c, K] -> B tiles [token tiles, K / 32, 16 pairs, 16 tokens, 2], zero past c: per token and step, the
 // 32 values in A-row order, their 16 pairs scattered down the token's column of the B tile.
+// r[i] = row i of a 16x16 dword matrix -> r[d] = column d.
+W4A16_AMX inline void transpose16(__m512i r[16]) {
+  __m512i t0[16], t1[16];
+  for (int i = 0; i < 16; i += 2) {
+    t0[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t0[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  // t1[4g + j], 128-bit lane L: dword 4L + j of rows 4g..4g+3.
+  for (int i = 0; i < 16; i += 4) {
+    t1[i] = _mm512_unpacklo_epi64(t0[i], t0[i + 2]);
+    t1[i + 1] = _mm512_unpackhi_epi64(t0[i], t0[i + 2]);
+    t1[i + 2] = _mm512_unpacklo_epi64(t0[i + 1], t0[i + 3]);
+    t1[i + 3] = _mm512_unpackhi_epi64(t0[i + 1], t0[i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i a = _mm512_shuffle_i32x4(t1[j], t1[4 + j], 0x44), b = _mm512_shuffle_i32x4(t1[8 + j], t1[12 + j], 0x44);
+    const __m512i c = _mm512_shuffle_i32x4(t1[j], t1[4 + j], 0xEE), d = _mm512_shuffle_i32x4(t1[8 + j], t1[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_i32x4(a, b, 0x88);
+    r[4 + j] = _mm512_shuffle_i32x4(a, b, 0xDD);
+    r[8 + j] = _mm512_shuffle_i32x4(c, d, 0x88);
+    r[12 + j] = _mm512_shuffle_i32x4(c, d, 0xDD);
+  }
+}
+
+// A C tile (16 rows x 16 tokens, fp32) -> y[t0 + i, row0 + r] in bf16, for r < rows, i < tokens.
+W4A16_AMX inline void store_c_tile(const float* c, int rows, int64_t tokens, at::BFloat16* y, int64_t n) {
+  __m512i r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(c + i * kTile);
+  transpose16(r);
+  const __mmask16 mask = __mmask16((1u << rows) - 1);
+  for (int64_t i = 0; i < tokens; ++i)
+    _mm256_mask_storeu_epi16(y + i * n, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_castsi512_ps(r[i])));
+}
+
 W4A16_AMX void pack_x_amx(const at::Tensor& x, at::Tensor& xb) {
   const int64_t c = x.size(0), k = x.size(1), steps = xb.size(1);
   const uint16_t* xs = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
   int32_t* b = reinterpret_cast<int32_t*>(xb.data_ptr<at::BFloat16>());  // one pair per int32
-  xb.zero_();
   alignas(64) int16_t order[kStep];
   for (int p = 0; p < kStep; ++p) order[p] = int16_t(amx_order(p));
   const __m512i a_order = _mm512_load_si512(order);
-  const __m512i pair_rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                               _mm512_set1_epi32(kTile));
-  for (int64_t t = 0; t < c; ++t) {
-    int32_t* column = b + (t / kTile) * steps * (kStep / 2) * kTile + t % kTile;
+  const int64_t tiles = xb.size(0);
+  // Per token tile and step: 16 tokens' 16 pairs (rows of a 16x16 dword matrix) transposed into the B tile.
+  for (int64_t tile = 0; tile < tiles; ++tile) {
     for (int64_t st = 0; st < steps; ++st) {
-      const __m512i v = _mm512_permutexvar_epi16(a_order, _mm512_loadu_si512(xs + t * k + st * kStep));
-      _mm512_i32scatter_epi32(column + st * (kStep / 2) * kTile, pair_rows, v, 4);
+      __m512i r[16];
+      for (int i = 0; i < 16; ++i) {
+        const int64_t t = tile * kTile + i;
+        r[i] = t < c ? _mm512_permutexvar_epi16(a_order, _mm512_loadu_si512(xs + t * k + st * kStep))
+                     : _mm512_setzero_si512();
+      }
+      transpose16(r);
+      int32_t* out = b + (tile * steps + st) * (kStep / 2) * kTile;
+      for (int d = 0; d < 16; ++d) _mm512_store_si512(out + d * kTile, r[d]);
     }
   }
 }
@@ -457,9 +497,7 @@ at::Tensor w4a16_amx(const at::Tensor& x, const at::Tensor& packed, const at::Te
                  xbp + tile0 * xb_tile, xb_tile, tiles, abuf, out);
         for (int tt = 0; tt < tiles; ++tt) {
           const int64_t t0 = (tile0 + tt) * kTile, tokens = std::min<int64_t>(kTile, c - t0);
-          for (int r = 0; r < rows; ++r)
-            for (int64_t i = 0; i < tokens; ++i)
-              yp[(t0 + i) * n + row0 + r] = at::BFloat16(out[(tt * kTile + r) * kTile + i]);
+          store_c_tile(out + tt * kTile * kTile, rows, tokens, yp + t0 * n + row0, n);
         }
       }
     }
@@ -467,6 +505,7 @@ at::Tensor w4a16_amx(const at::Tensor& x, const at::Tensor& packed, const at::Te
   });
   return y;
 }
+
 
 // Tokens up to which the dot kernel beats the AMX one (measured on Sapphire Rapids, one thread, weights
 // streaming from DRAM: one token 8.5-10 GB/s of int4 weights vs 4.5-6; two tokens about even, ~5.5-6).
@@ -500,6 +539,18 @@ at::Tensor w4a16_dequantize(const at::Tensor& packed, const at::Tensor& scale, i
   return buf.view({n, k_padded / kChunk, 2, 32}).transpose(2, 3).reshape({n, k_padded}).narrow(1, 0, k).contiguous();
 }
 
+// The threads at::parallel_for gives the kernels: torch's thread count when built with OpenMP, one without.
+int64_t parallel_threads() {
+  std::atomic<int64_t> most{0};
+  at::parallel_for(0, 1 << 10, 1, [&](int64_t, int64_t) {
+    const int64_t id = at::get_thread_num() + 1;
+    int64_t seen = most.load();
+    while (id > seen && !most.compare_exchange_weak(seen, id)) {
+    }
+  });
+  return most.load();
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -509,5 +560,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("w4a16_linear", &w4a16_linear, "y[c, N] = x[c, K] @ dequant(int4 W)[N, K]^T (bf16), kernel chosen by c");
   m.def("w4a16_dot", &w4a16_dot, "the dot-product kernel (few tokens)");
   m.def("w4a16_dequant_mm", &w4a16_dequant_mm, "dequantized tiles through torch's bf16 GEMM (many tokens, no AMX)");
+  m.def("parallel_threads", &parallel_threads, "threads the kernels' parallel loops run on");
   m.def("w4a16_dequantize", &w4a16_dequantize, "int4 [N, K/8] + bf16 scales -> bf16 [N, K]");
 }
