@@ -6,8 +6,10 @@ without AMX, dequantized tiles through torch's bf16 GEMM). Where it is unavailab
 BF16, or `KIMIWEB_MOE_CPU_KERNEL=torch`), torch's `_weight_int4pack_mm_for_cpu` runs instead: it
 dequantizes inside its GEMM but its cost grows with the token count, so an expert with at least
 `DEQUANT_MIN_TOKENS` tokens is dequantized once and multiplied in bf16 (oneDNN). Activations run in bf16.
-At decode sizes the per-op overhead of eager torch is a large share of the time, so grouping runs on
-Python lists and single-token experts use views, not gathers.
+With the native kernel the whole MoE is one call (`moe_w4a16`: grouping, both projections, SiLU-and-mul and the
+weighted sum in C++), since at decode sizes eager torch's per-op overhead was a sixth of the time on
+Moonlight-sized experts. The torch path and bf16 experts group on Python lists and use views for
+single-token experts, for the same reason.
 """
 
 import os
@@ -40,6 +42,21 @@ def fused_moe_cpu(
     if not hidden.is_cuda:
         w13.prepare_cpu()
         w2.prepare_cpu()
+        kernel = w4a16_cpu.native()
+        if kernel is not None and isinstance(w13, Int4Experts) and isinstance(w2, Int4Experts):
+            out = kernel.moe_w4a16(
+                x.contiguous(),
+                w13.weight_packed,
+                w13.weight_scale,
+                w13.group_size,
+                w2.weight_packed,
+                w2.weight_scale,
+                w2.group_size,
+                topk_ids,
+                topk_weights,
+                NATIVE_DEQUANT_MIN_TOKENS,
+            )
+            return out.to(hidden.dtype)
     # Group (token, weight) pairs by expert in Python: cheaper than tensor ops for decode-sized batches.
     by_expert: dict[int, tuple[list[int], list[float]]] = {}
     for t, (row_ids, row_weights) in enumerate(zip(topk_ids.tolist(), topk_weights.tolist(), strict=True)):

@@ -167,6 +167,14 @@ def test_moe_through_each_cpu_kernel_matches_reference(request, native, kernel, 
     assert _rel_err(fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"), ref) < CPU_REL_ERR
 
 
+def test_native_moe_refuses_an_expert_id_outside_the_layer(native):
+    w13, w2 = _moe(experts=4)
+    hidden = torch.randn(2, 128, dtype=torch.bfloat16)
+    weights, ids = torch.full((2, 2), 0.5), torch.tensor([[0, 1], [2, 4]])
+    with pytest.raises(RuntimeError, match=r"expert id 4 is outside \[0, 4\)"):
+        fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu")
+
+
 def test_native_kernel_keeps_one_copy_of_the_weights_and_the_fallback_repacks(request, native):
     w13, w2 = _moe()
     weights, ids = _route(3, 8, 2)
