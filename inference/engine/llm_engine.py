@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from inference.engine import metrics
+from inference.engine import metrics, openmp
 from inference.engine.block_manager import BlockManager
 from inference.engine.loader import LoadedModel
 from inference.engine.model_runner import ModelRunner
@@ -55,6 +55,8 @@ class LLMEngine:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopped = False
+        # From here on the engine thread does the tensor work: free the OpenMP workers loading left behind.
+        openmp.release_this_threads_pool()
         self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
         self._thread.start()
 

@@ -1,6 +1,7 @@
 """The CPU engine on a tiny random Llama: continuous batching, the prefix cache, the KV memory bound
 (queueing, preemption, 503), aborts, and sampling."""
 
+import os
 import threading
 import time
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from inference_servers import write_tiny_random_llama
 
+from inference.engine import openmp
 from inference.engine.block_manager import BlockManager
 from inference.engine.llm_engine import EngineFull, LLMEngine, PromptTooLong, generate
 from inference.engine.loader import load_model
@@ -193,3 +195,22 @@ def test_a_sequence_that_fills_the_whole_cache_ends_with_length(make_engine, loa
     )
     assert done.wait(30)
     assert reasons == [("length", engine.max_model_len)]
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="torch runs one thread here")
+def test_releasing_a_threads_openmp_pool_ends_its_workers():
+    # The engine does this before its thread starts, so that the loading thread's parked workers do not push
+    # libgomp past one thread per core (it then parks the engine thread's workers between parallel ops too).
+    torch.ones(1 << 22).mul_(2)  # a parallel op on this thread: libgomp starts its workers
+    workers = torch.get_num_threads() - 1
+    before = _threads()
+    assert openmp.release_this_threads_pool()
+    deadline = time.monotonic() + 5
+    while _threads() > before - workers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _threads() == before - workers
+    torch.ones(1 << 22).mul_(2)  # parallel work on this thread afterwards still runs (with new workers)
