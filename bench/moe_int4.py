@@ -6,31 +6,33 @@ Same routing and token grouping for both; bf16 is torch matmul on dequantized ex
 the experts a call touches (int4 words + scales) per second, against a copy measured in the same run.
 On a shared machine, run it when it is quiet (`uptime`): other processes make both columns noisy.
 
-Results, 2026-11-29, 2-core Sapphire Rapids VM (AVX-512 BF16, AMX), torch 2.13.0, `--clock cpu` (one thread),
-native kernel (dot products for 1-2 tokens per expert, AMX above). Medians of three runs, each column on its
-own, with the range; copy bandwidth 12.5-14.4 GB/s. Runs on this VM vary by up to ~1.5x (neighbours).
+Results, 2026-11-29 (third session), 2-core Sapphire Rapids VM (AVX-512 BF16, AMX), torch 2.13.0, native kernel
+(dot products for 1-2 tokens per expert, AMX above; the whole MoE in one C++ call). Medians of three runs, each
+column on its own, with the range. Default clock (wall, both cores; copy bandwidth 25.2-25.7 GB/s):
 
     shape       M   int4 ms (range)      bf16 ms (range)     bf16/int4 (range)    % copy BW (range)
-    Kimi K2     1    23.4 (20-27)         63.5 (61-94)       2.98x (2.71-3.54)    59% (52-78)
-    Kimi K2     2    40.5 (39-42)         81.8 (75-99)       2.09x (1.81-2.43)    38% (38-46)
-    Kimi K2     4    76.4 (60-84)        147.2 (138-153)     1.83x (1.80-2.47)    36% (33-53)
-    Kimi K2     8    98.8 (96-102)       153.5 (145-163)     1.61x (1.42-1.65)    29% (28-31)
-    Kimi K2    16   106.8 (68-107)       158.5 (153-160)     1.49x (1.43-2.33)    30% (26-41)
-    Kimi K2    64   163.2 (124-169)      267.0 (261-309)     1.89x (1.58-2.10)    17% (16-26)
-    Kimi K2   256   778.1 (598-794)      633.2 (479-664)     0.81x (0.80-0.84)     4% (3-5)
-    Moonlight   1     4.7 (4.6-5.1)       15.9 (11-16)       3.37x (2.11-3.48)    43% (40-51)
-    Moonlight   2     9.2 (6.5-9.7)       28.3 (22-29)       3.11x (2.92-3.41)    44% (40-57)
-    Moonlight   4    17.2 (16-18)         50.3 (41-52)       2.92x (2.51-2.93)    41% (40-44)
-    Moonlight   8    32.0 (25-34)         89.8 (65-91)       2.66x (2.57-2.81)    40% (37-47)
-    Moonlight  16    40.5 (38-55)        103.6 (91-124)      2.40x (2.28-2.56)    41% (35-44)
-    Moonlight  64    68.2 (63-99)        158.1 (152-166)     2.24x (1.59-2.66)    32% (25-35)
-    Moonlight 256   140.0 (110-146)      215.4 (214-221)     1.54x (1.51-1.94)    17% (15-20)
+    Kimi K2     1    10.4 (10.1-10.7)     33.5 (33.1-34.4)   3.28x (3.14-3.30)    75% (72-77)
+    Kimi K2     2    14.0 (13.8-14.0)     38.7 (38.6-39.8)   2.80x (2.77-2.84)    62% (62-64)
+    Kimi K2     4    26.9 (25.9-27.3)     68.1 (67.8-68.6)   2.52x (2.49-2.65)    58% (56-61)
+    Kimi K2     8    30.5 (29.8-31.7)     69.2 (68.4-72.5)   2.29x (2.24-2.32)    51% (49-52)
+    Kimi K2    16    31.6 (31.4-37.0)     71.7 (71.6-72.8)   2.27x (1.97-2.28)    49% (42-50)
+    Kimi K2    64    43.3 (41.2-43.3)     99.5 (91.8-103)    2.30x (2.23-2.38)    36% (36-38)
+    Kimi K2   256   153.6 (135-158)      187.3 (186-192)     1.21x (1.19-1.42)    10% (10-11)
+    Moonlight   1     1.28 (1.3-1.4)      6.41 (6.2-6.9)     4.94x (4.85-5.00)    90% (80-90)
+    Moonlight   2     2.71 (2.5-2.8)     13.0 (12.5-13.2)    4.89x (4.72-5.03)    77% (77-84)
+    Moonlight   4     5.33 (4.9-5.8)     23.4 (23.1-23.7)    4.34x (4.06-4.82)    72% (66-77)
+    Moonlight   8    11.0 (10.6-11.2)    40.5 (40.1-40.7)    3.66x (3.65-3.83)    61% (60-63)
+    Moonlight  16    17.0 (16.0-17.1)    57.8 (53.4-58.9)    3.39x (3.34-3.46)    55% (55-58)
+    Moonlight  64    29.5 (28.4-29.8)    79.5 (72.5-84.5)    2.69x (2.56-2.84)    41% (41-43)
+    Moonlight 256    38.2 (34.1-38.5)    89.0 (88.4-94.0)    2.46x (2.31-2.59)    32% (32-36)
 
-Before (torch's int4pack op, one run the same day, copy 12.2 GB/s): Kimi K2 M=1/4/16/64/256 int4 27.2 / 78.6
-/ 253 / 824 / 2648 ms (2.29x / 2.05x / 0.65x / 0.39x / 0.29x of bf16), Moonlight M=1/4/16 4.2 / 18.3 / 50.1 ms.
-Still short of the targets: M <= 4 at 70% of copy bandwidth (reached only for one token per expert, in some
-runs) and 2.5x bf16 (Kimi K2 M=2 and 4); at 128 tokens per expert (Kimi K2 M=256) bf16 is compute-bound in
-oneDNN and the AMX kernel, at about half its efficiency, is ~20% slower.
+`--clock cpu` (one thread, copy 13.2-13.3 GB/s), M = 1 / 2 / 4: Kimi K2 4.16x / 2.78x / 2.70x at 78% / 63% / 60%
+of copy bandwidth, Moonlight 4.73x / 4.25x / 3.32x at 96% / 87% / 70%; no M below 1.29x (Kimi K2 M=256).
+
+Before this session (kernel built without OpenMP, so int4 ran on one core while bf16 used two), wall clock:
+Kimi K2 M=1/2/4/256 1.55x / 1.26x / 1.26x / 0.59x. Two tokens per expert stay short of 70% of copy bandwidth:
+there the dot kernel is bound by `vdpbf16ps` (measured 3 cycles per instruction on this VM, 32 MACs), and the
+AMX path by dequantizing its tiles (slower than the dot kernel up to two tokens).
 """
 
 import argparse
