@@ -495,17 +495,20 @@ at::Tensor w4a16_amx(const at::Tensor& x, const at::Tensor& packed, const at::Te
   at::Tensor y = at::empty({c, n}, x.options());
   at::BFloat16* yp = y.data_ptr<at::BFloat16>();
   const int64_t w_stride = k / 2;
-  at::parallel_for(0, (n + kTile - 1) / kTile, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> row_scales(kTile * groups);
-    alignas(64) uint16_t abuf[2 * kTile * kStep];
-    alignas(64) float out[kTokenTiles * kTile * kTile];
-    amx_configure();
-    for (int64_t block = begin; block < end; ++block) {
-      const int64_t row0 = block * kTile;
-      const int rows = int(std::min<int64_t>(kTile, n - row0));
-      scales_to_float(s + row0 * groups, rows * groups, row_scales.data());
-      for (int64_t tile0 = 0; tile0 < token_tiles; tile0 += kTokenTiles) {
-        const int tiles = int(std::min<int64_t>(kTokenTiles, token_tiles - tile0));
+  // Passes of up to kTokenTiles token tiles, each over all the rows: a pass's x tiles (64 tokens x K, 0.9 MB at
+  // K = 7168) stay in L2 while the weights stream past. Rows outside and passes inside re-read every pass's
+  // x from L3 for every 16 rows: at 256 tokens (K = 7168, 2 threads) 15.4 ms instead of 9.7 for bf16.
+  for (int64_t tile0 = 0; tile0 < token_tiles; tile0 += kTokenTiles) {
+    const int tiles = int(std::min<int64_t>(kTokenTiles, token_tiles - tile0));
+    at::parallel_for(0, (n + kTile - 1) / kTile, 4, [&](int64_t begin, int64_t end) {
+      std::vector<float> row_scales(kTile * groups);
+      alignas(64) uint16_t abuf[2 * kTile * kStep];
+      alignas(64) float out[kTokenTiles * kTile * kTile];
+      amx_configure();
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t row0 = block * kTile;
+        const int rows = int(std::min<int64_t>(kTile, n - row0));
+        scales_to_float(s + row0 * groups, rows * groups, row_scales.data());
         amx_rows(w + row0 * w_stride, w_stride, rows, steps, int(group_size), row_scales.data(), groups,
                  xbp + tile0 * xb_tile, xb_tile, tiles, abuf, out);
         for (int tt = 0; tt < tiles; ++tt) {
@@ -513,9 +516,9 @@ at::Tensor w4a16_amx(const at::Tensor& x, const at::Tensor& packed, const at::Te
           store_c_tile(out + tt * kTile * kTile, rows, tokens, yp + t0 * n + row0, n);
         }
       }
-    }
-    amx_release();
-  });
+      amx_release();
+    });
+  }
   return y;
 }
 
