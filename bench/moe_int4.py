@@ -1,6 +1,6 @@
 """Benchmark: fused MoE with INT4 (W4A16) experts vs bf16 experts on CPU, and the weight bandwidth reached.
 
-    .venv/bin/python bench/moe_int4.py [--shapes kimi-k2 moonlight] [--tokens 1 2 4 8 16 64 256] [--threads N] [--clock cpu]
+    .venv/bin/python bench/moe_int4.py [--shapes kimi-k2 moonlight] [--tokens 1 2 4 8 16 64 256 512 1024] [--threads N] [--clock cpu]
 
 Same routing and token grouping for both; bf16 is torch matmul on dequantized experts. Bandwidth: bytes of
 the experts a call touches (int4 words + scales) per second, against a copy measured in the same run.
@@ -8,31 +8,36 @@ On a shared machine, run it when it is quiet (`uptime`): other processes make bo
 
 Results, 2026-11-29 (third session), 2-core Sapphire Rapids VM (AVX-512 BF16, AMX), torch 2.13.0, native kernel
 (dot products for 1-2 tokens per expert, AMX above; the whole MoE in one C++ call). Medians of three runs, each
-column on its own, with the range. Default clock (wall, both cores; copy bandwidth 25.2-25.7 GB/s):
+column on its own, with the range. Default clock (wall, both cores; copy bandwidth 23.6-25.8 GB/s):
 
     shape       M   int4 ms (range)      bf16 ms (range)     bf16/int4 (range)    % copy BW (range)
-    Kimi K2     1    10.4 (10.1-10.7)     33.5 (33.1-34.4)   3.28x (3.14-3.30)    75% (72-77)
-    Kimi K2     2    14.0 (13.8-14.0)     38.7 (38.6-39.8)   2.80x (2.77-2.84)    62% (62-64)
-    Kimi K2     4    26.9 (25.9-27.3)     68.1 (67.8-68.6)   2.52x (2.49-2.65)    58% (56-61)
-    Kimi K2     8    30.5 (29.8-31.7)     69.2 (68.4-72.5)   2.29x (2.24-2.32)    51% (49-52)
-    Kimi K2    16    31.6 (31.4-37.0)     71.7 (71.6-72.8)   2.27x (1.97-2.28)    49% (42-50)
-    Kimi K2    64    43.3 (41.2-43.3)     99.5 (91.8-103)    2.30x (2.23-2.38)    36% (36-38)
-    Kimi K2   256   153.6 (135-158)      187.3 (186-192)     1.21x (1.19-1.42)    10% (10-11)
-    Moonlight   1     1.28 (1.3-1.4)      6.41 (6.2-6.9)     4.94x (4.85-5.00)    90% (80-90)
-    Moonlight   2     2.71 (2.5-2.8)     13.0 (12.5-13.2)    4.89x (4.72-5.03)    77% (77-84)
-    Moonlight   4     5.33 (4.9-5.8)     23.4 (23.1-23.7)    4.34x (4.06-4.82)    72% (66-77)
-    Moonlight   8    11.0 (10.6-11.2)    40.5 (40.1-40.7)    3.66x (3.65-3.83)    61% (60-63)
-    Moonlight  16    17.0 (16.0-17.1)    57.8 (53.4-58.9)    3.39x (3.34-3.46)    55% (55-58)
-    Moonlight  64    29.5 (28.4-29.8)    79.5 (72.5-84.5)    2.69x (2.56-2.84)    41% (41-43)
-    Moonlight 256    38.2 (34.1-38.5)    89.0 (88.4-94.0)    2.46x (2.31-2.59)    32% (32-36)
+    Kimi K2     1     9.6 (9.5-10.3)      35.4 (34.6-52.8)   3.72x (3.36-5.48)    80% (75-88)
+    Kimi K2     2    14.4 (13.9-14.6)     39.9 (38.4-40.0)   2.75x (2.75-2.76)    62% (60-65)
+    Kimi K2     4    26.7 (26.1-27.4)     71.3 (69.2-71.5)   2.67x (2.53-2.74)    59% (57-63)
+    Kimi K2     8    31.9 (31.6-32.4)     71.3 (70.6-71.6)   2.24x (2.18-2.27)    48% (48-53)
+    Kimi K2    16    32.8 (32.3-33.6)     73.1 (71.7-75.8)   2.23x (2.22-2.25)    48% (46-51)
+    Kimi K2    64    45.7 (42.8-45.7)     97.4 (93.7-101)    2.19x (2.13-2.20)    34% (34-39)
+    Kimi K2   256   136 (135-141)        191 (190-200)       1.40x (1.34-1.49)    11% (11-12)
+    Kimi K2   512   271 (260-276)        309 (307-319)       1.18x (1.12-1.18)     6%
+    Kimi K2  1024   496 (494-521)        572 (526-601)       1.15x (1.06-1.16)     3%
+    Moonlight   1     1.36 (1.3-1.4)      6.49 (5.7-7.0)     4.78x (4.36-4.95)    86% (84-88)
+    Moonlight   2     2.64 (2.5-2.8)     13.0 (12.7-13.5)    4.91x (4.82-5.11)    81% (79-84)
+    Moonlight   4     5.19 (5.0-5.5)     24.2 (22.9-24.5)    4.60x (4.43-4.72)    76% (70-80)
+    Moonlight   8    10.9 (10.4-11.1)    42.6 (40.3-43.3)    3.87x (3.83-3.99)    64% (61-65)
+    Moonlight  16    17.6 (17.4-17.6)    60.5 (59.7-62.7)    3.44x (3.43-3.56)    53% (53-57)
+    Moonlight  64    29.1 (28.6-29.3)    84.9 (82.0-86.7)    2.95x (2.82-2.96)    43% (42-45)
+    Moonlight 256    39.1 (36.9-40.9)    95.1 (93.6-95.6)    2.45x (2.29-2.58)    32% (31-33)
+    Moonlight 512    51.8 (51.2-53.4)   128 (121-128)        2.39x (2.35-2.47)    24% (23-26)
+    Moonlight 1024   99.7 (94.0-102)    160 (152-173)        1.62x (1.57-1.73)    13% (12-13)
 
-`--clock cpu` (one thread, copy 13.2-13.3 GB/s), M = 1 / 2 / 4: Kimi K2 4.16x / 2.78x / 2.70x at 78% / 63% / 60%
-of copy bandwidth, Moonlight 4.73x / 4.25x / 3.32x at 96% / 87% / 70%; no M below 1.29x (Kimi K2 M=256).
+`--clock cpu` (one thread, copy 12.5-13.5 GB/s), M = 1 / 2 / 4: Kimi K2 4.11x / 2.89x / 2.71x at 77% / 63% / 60%
+of copy bandwidth, Moonlight 4.24x / 4.08x / 3.51x at 89% / 83% / 69%; no M below 1.11x (Kimi K2 M=1024).
 
-Before this session (kernel built without OpenMP, so int4 ran on one core while bf16 used two), wall clock:
-Kimi K2 M=1/2/4/256 1.55x / 1.26x / 1.26x / 0.59x. Two tokens per expert stay short of 70% of copy bandwidth:
-there the dot kernel is bound by `vdpbf16ps` (measured 3 cycles per instruction on this VM, 32 MACs), and the
-AMX path by dequantizing its tiles (slower than the dot kernel up to two tokens).
+Before this session, wall clock (the kernel was built without OpenMP, so int4 ran on one core while bf16 used
+two): Kimi K2 M=1/2/4/256 1.55x / 1.26x / 1.26x / 0.59x, and 0.83x at M=512. Two tokens per expert stay short of
+70% of copy bandwidth: the dot kernel is then bound by `vdpbf16ps` (measured 3 cycles per instruction on this
+VM for 32 multiply-adds; 2 tokens need 4 per 64 weights), and the AMX path by dequantizing its tiles (slower
+than the dot kernel up to two tokens: 12.9 vs 15.9 GB/s).
 """
 
 import argparse
@@ -152,7 +157,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
-    parser.add_argument("--tokens", nargs="+", type=int, default=[1, 2, 4, 8, 16, 64, 256])
+    parser.add_argument("--tokens", nargs="+", type=int, default=[1, 2, 4, 8, 16, 64, 256, 512, 1024])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument(
         "--clock",
