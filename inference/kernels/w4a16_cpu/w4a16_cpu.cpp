@@ -16,7 +16,8 @@
 //   dot      (1-2 tokens, any AVX-512 BF16 CPU): the dot products above, up to 4 tokens per weight load.
 //   amx      (more tokens, CPUs with AMX-BF16): 16x32 weight tiles dequantized by table lookup, AMX products.
 //   dequant_mm (many tokens, no AMX): tiles of dequantized rows through torch's bf16 GEMM.
-// All parallelize over N with at::parallel_for.
+// All parallelize over N with at::parallel_for (OpenMP: built with -fopenmp). `moe_w4a16` runs a whole MoE layer
+// through them.
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -344,8 +345,6 @@ struct alignas(64) TileConfig {
 // Position p of an A row (and of a B step) holds element amx_order(p) of the 32-element step.
 constexpr int amx_order(int p) { return 4 * (p % 8) + p / 8; }
 
-// x [c, K] -> B tiles [token tiles, K / 32, 16 pairs, 16 tokens, 2], zero past c: per token and step, the
-// 32 values in A-row order, their 16 pairs scattered down the token's column of the B tile.
 // r[i] = row i of a 16x16 dword matrix -> r[d] = column d.
 W4A16_AMX inline void transpose16(__m512i r[16]) {
   __m512i t0[16], t1[16];
@@ -380,6 +379,8 @@ W4A16_AMX inline void store_c_tile(const float* c, int rows, int64_t tokens, at:
     _mm256_mask_storeu_epi16(y + i * n, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_castsi512_ps(r[i])));
 }
 
+// x [c, K] -> B tiles [token tiles, K / 32, 16 pairs, 16 tokens, 2], zero past c: per token and step, the
+// 32 values in A-row order, their 16 pairs down the token's column of the B tile.
 W4A16_AMX void pack_x_amx(const at::Tensor& x, at::Tensor& xb) {
   const int64_t c = x.size(0), k = x.size(1), steps = xb.size(1);
   const uint16_t* xs = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
@@ -521,7 +522,6 @@ at::Tensor w4a16_amx(const at::Tensor& x, const at::Tensor& packed, const at::Te
   }
   return y;
 }
-
 
 // Tokens up to which the dot kernel beats the AMX one (Sapphire Rapids, 2 threads, weights streaming from DRAM,
 // K = 7168: two tokens 15.9 GB/s of int4 weights vs 12.9; three 12.8 vs 13.1).
