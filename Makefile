@@ -40,7 +40,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-$(KERNEL_STAMP): $(STAMP) inference/kernels/w4a16_cpu/w4a16_cpu.cpp
+$(KERNEL_STAMP): $(STAMP) inference/kernels/w4a16_cpu/w4a16_cpu.cpp inference/kernels/w4a16_cpu/__init__.py
 	-$(PY) -m inference.kernels.w4a16_cpu && touch $@
 
 $(STAMP): pyproject.toml
