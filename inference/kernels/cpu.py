@@ -86,12 +86,8 @@ def _linear(x: torch.Tensor, experts: Experts, e: int) -> torch.Tensor:
     if isinstance(experts, DenseExperts):
         return x @ experts.weight[e].t()
     assert isinstance(experts, Int4Experts)
-    kernel = w4a16_cpu.native()
-    if kernel is not None:
-        packed, scale = experts.expert(e)
-        return kernel.w4a16_linear(
-            x.contiguous(), packed, scale, experts.group_size, NATIVE_DEQUANT_MIN_TOKENS
-        )
+    # torch's int4 ops: fused_moe_cpu hands int4 experts to the native kernel whenever it is there (here only
+    # when it is not, or for int4 mixed with bf16 experts).
     if x.shape[0] >= DEQUANT_MIN_TOKENS:
         return x @ experts.dequantize(torch.bfloat16, expert=e).t()
     packed, scales_and_zeros = experts.cpu_expert(e)

@@ -37,8 +37,6 @@ class Int4Experts:
         self.weight_packed = weight_packed  # [E, N, K/8] int32
         self.weight_scale = weight_scale  # [E, N, K/g]
         self.group_size = group_size
-        # Per-expert (weight_packed, weight_scale) views, made once: indexing per call is an op too.
-        self._expert_views: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         # Only without the native kernel: [E, N', K/2] uint8, torch's int4pack layout.
         self.cpu_packed: torch.Tensor | None = None
         self.cpu_scales_and_zeros: torch.Tensor | None = None  # [E, K/g, N', 2] bf16
@@ -99,23 +97,13 @@ class Int4Experts:
         return DenseExperts(dense)
 
     def prepare_cpu(self) -> Int4Experts:
-        """Get ready for CPU matmuls, once at load (idempotent): per-expert views for the native kernel, or,
+        """Get ready for CPU matmuls, once at load (idempotent): contiguous tensors for the native kernel, or,
         where it is unavailable, a copy repacked for torch's int4 ops."""
-        if self._expert_views is None:
-            self.weight_packed = self.weight_packed.contiguous()
-            self.weight_scale = self.weight_scale.contiguous()
-            self._expert_views = list(
-                zip(self.weight_packed.unbind(0), self.weight_scale.unbind(0), strict=True)
-            )
+        self.weight_packed = self.weight_packed.contiguous()
+        self.weight_scale = self.weight_scale.contiguous()
         if w4a16_cpu.native() is None:
             self._repack_for_torch()
         return self
-
-    def expert(self, e: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight_packed [N, K/8], weight_scale [N, K/g]) of expert e, contiguous views."""
-        if self._expert_views is None:
-            self.prepare_cpu()
-        return self._expert_views[e]
 
     def _repack_for_torch(self) -> None:
         """torch's CPU int4pack layout. Our nibble is value + 8 and torch's op computes
