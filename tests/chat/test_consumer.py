@@ -82,12 +82,15 @@ async def test_only_the_owner_can_open_the_socket(running_turn, make_user):
     bob = await database_sync_to_async(make_user)("bob")
     comm, connected, code = await connect(conv, None)
     assert not connected and code == 4404
+    await comm.disconnect()  # a refused socket's consumer still listens on the layer until the client goes
     comm, connected, code = await connect(conv, bob)
     assert not connected and code == 4404
+    await comm.disconnect()
     comm, connected, _ = await connect(
         conv, await database_sync_to_async(lambda: conv.owner)(), origin=b"http://evil.example"
     )
     assert not connected  # the origin check
+    await comm.disconnect()
     comm, connected, _ = await connect(conv, await database_sync_to_async(lambda: conv.owner)())
     assert connected
     await comm.disconnect()

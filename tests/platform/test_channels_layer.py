@@ -81,13 +81,16 @@ async def test_another_user_is_refused(make_user):
     connected, code = await communicator.connect()
     assert not connected
     assert code == 4404
+    await communicator.disconnect()  # ends the consumer's channel-layer listener (else teardown can hang)
 
 
 async def test_an_anonymous_visitor_is_refused(make_user):
     alice = await database_sync_to_async(make_user)("alice")
     conversation = await conversation_of(alice)
-    connected, _ = await socket(conversation.uuid, ORIGIN).connect()
+    communicator = socket(conversation.uuid, ORIGIN)
+    connected, _ = await communicator.connect()
     assert not connected
+    await communicator.disconnect()
 
 
 async def test_a_foreign_origin_is_refused_even_with_the_owners_cookie(make_user):
@@ -98,3 +101,4 @@ async def test_a_foreign_origin_is_refused_even_with_the_owners_cookie(make_user
     )
     connected, _ = await communicator.connect()
     assert not connected
+    await communicator.disconnect()
