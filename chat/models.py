@@ -22,6 +22,10 @@ class Conversation(models.Model):
     archived = models.BooleanField(default=False)
     # A read-only share link; None when not shared. Revoking sets it back to None.
     share_token = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # What a share link reveals beyond the questions and answers (the owner chooses when sharing):
+    # the reasoning, tool calls and their outputs; and downloads of the conversation's files.
+    share_details = models.BooleanField(default=False)
+    share_files = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -151,6 +155,48 @@ class ToolCall(models.Model):
 
     def __str__(self):
         return f"{self.name}({self.call_id})"
+
+
+def attachment_path(instance, filename):
+    """Bytes live under the owner's id and the attachment's uuid: names never collide or escape."""
+    return f"attachments/{instance.owner_id}/{instance.uuid}/{filename}"
+
+
+class Attachment(models.Model):
+    """A file that belongs to one user's conversation: written by a tool (a figure, a CSV the python
+    tool saved) or uploaded by the owner. Its bytes are on the default storage; only its owner (and,
+    when the owner chose, a share link) may read them."""
+
+    class Origin(models.TextChoices):
+        TOOL = "tool"
+        UPLOAD = "upload"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, null=True, blank=True, related_name="attachments"
+    )
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, null=True, blank=True, related_name="attachments")
+    tool_call = models.ForeignKey(
+        "ToolCall", on_delete=models.SET_NULL, null=True, blank=True, related_name="attachments"
+    )
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.TOOL)
+    name = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField(default=0)
+    file = models.FileField(upload_to=attachment_path, max_length=500)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        indexes = [models.Index(fields=["owner", "created"], name="attachment_owner_idx")]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type in ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 class Document(models.Model):

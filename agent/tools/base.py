@@ -9,6 +9,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..corpus import Corpus
 
 
 class ToolError(Exception):
@@ -19,19 +22,41 @@ class ToolError(Exception):
 class ToolResult:
     text: str
     error: str = ""  # empty when the tool succeeded; else a short, model-readable reason
+    files: list[StoredFile] = field(default_factory=list)  # stored through ToolContext.files
 
     @property
     def ok(self) -> bool:
         return not self.error
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """A file a tool produced, as the host application stored it (what the user can open)."""
+
+    id: str  # the host's public id (a UUID string)
+    name: str
+    size: int
+    content_type: str
+    url: str = ""  # where its owner downloads it
+
+
+class FileSink(Protocol):
+    """Where tools put files they produce (figures, CSVs); the host stores them durably, owner-only."""
+
+    def save(self, name: str, data: bytes, content_type: str) -> StoredFile: ...
+
+
 @dataclass
 class ToolContext:
-    """What a running tool may consult: a cancel flag (set on Stop) and its wall-clock budget."""
+    """What a running tool may consult: a cancel flag (set on Stop), its wall-clock budget, and what the
+    host application injects: the local corpus, where produced files go, and a key for per-turn state."""
 
     cancelled: threading.Event = field(default_factory=threading.Event)
     timeout: float = 30.0
     max_chars: int = 8000  # the result is truncated to this many characters
+    corpus: Corpus | None = None
+    files: FileSink | None = None
+    session: str = ""  # the turn's id: tools that keep state (the python interpreter) key it by this
 
 
 @dataclass
