@@ -176,7 +176,9 @@ class Attachment(models.Model):
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, null=True, blank=True, related_name="attachments"
     )
-    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, null=True, blank=True, related_name="attachments")
+    turn = models.ForeignKey(
+        Turn, on_delete=models.CASCADE, null=True, blank=True, related_name="attachments"
+    )
     tool_call = models.ForeignKey(
         "ToolCall", on_delete=models.SET_NULL, null=True, blank=True, related_name="attachments"
     )
