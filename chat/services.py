@@ -117,6 +117,20 @@ def _create_turn(conversation, text: str, thinking: bool) -> Turn:
     return turn
 
 
+def rerun_turn(turn: Turn) -> Turn:
+    """A new queued turn answering the same user message (the admin console's re-run); enqueued on commit."""
+    with transaction.atomic():
+        new_turn = Turn.objects.create(
+            conversation_id=turn.conversation_id,
+            user_message_id=turn.user_message_id,
+            status=Turn.Status.QUEUED,
+            thinking=turn.thinking,
+            model=settings.LLM_MODEL,
+        )
+        transaction.on_commit(lambda: enqueue_turn(new_turn.id))
+    return new_turn
+
+
 def start_turn(user, conversation, text: str, thinking: bool) -> Turn:
     """Store the user's message and a queued turn in one transaction; enqueue the turn on commit."""
     text = check_message(text)
