@@ -1,34 +1,15 @@
 """The one event format of kimiweb: what the agent loop yields, the worker publishes, and the browser sees.
 
-The loop (`agent/loop.py`) yields `Event`s without sequence numbers. The worker stamps each with a
-per-turn `seq` (1, 2, 3, ... contiguous), appends it to the Redis stream `turn:<uuid>:events` under
-the entry id `<seq>-0` (so replay from a sequence number is `XRANGE key (<seq>-0 +`), and
-`group_send`s it to the conversation's Channels group — batched, as `{"type": "turn.events", "events":
-[{...}, ...]}` (a single event may also come as `{"type": "turn.event", "event": {...}}`).
+The loop (`agent/loop.py`) yields `Event`s without sequence numbers; `agent/stream.py` stamps each
+with its turn and a per-turn `seq` and owns how they travel (the Redis stream, the Channels batch).
 On the wire an event is a flat JSON object: `{"seq": 7, "turn": "<uuid>", "type": "reasoning.delta",
-"text": "..."}`.
+"text": "..."}`; `event_from_dict` turns that back into the typed event.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
-
-STREAM_FIELD = "e"  # the one field of each Redis stream entry: the event as JSON
-
-
-def stream_key(turn_uuid) -> str:
-    return f"turn:{turn_uuid}:events"
-
-
-def cancel_key(turn_uuid) -> str:
-    return f"turn:{turn_uuid}:cancel"
-
-
-def group_name(conversation_uuid) -> str:
-    """The Channels group every socket watching a conversation joins."""
-    return f"conversation.{conversation_uuid}"
 
 
 @dataclass
@@ -38,9 +19,6 @@ class Event:
     def to_dict(self, **stamp: Any) -> dict:
         """The wire form; `stamp` adds `seq` and `turn`."""
         return {**stamp, "type": self.type, **asdict(self)}
-
-    def to_json(self, **stamp: Any) -> str:
-        return json.dumps(self.to_dict(**stamp), ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass
@@ -144,7 +122,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def event_from_dict(data: dict) -> Event:
-    """Rebuild an event from its wire form (dropping the `seq`/`turn` stamp)."""
+    """Rebuild an event from its wire form (dropping the `seq`/`turn` stamp); KeyError for an unknown type."""
     cls = EVENT_TYPES[data["type"]]
     names = cls.__dataclass_fields__.keys()
     return cls(**{k: v for k, v in data.items() if k in names})

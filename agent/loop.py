@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import events as ev
 from .client import ModelClient, ModelError
@@ -74,6 +74,29 @@ class _Call:
     arguments: str = ""
 
 
+@dataclass
+class _Streamed:
+    """What one model call produced."""
+
+    reasoning: str = ""
+    content: str = ""
+    calls: list[_Call] = field(default_factory=list)  # in the model's order
+    finish_reason: str = ""
+    usage: dict = field(default_factory=dict)
+    error: ModelError | None = None
+
+
+@dataclass
+class StepOutcome:
+    """The record of one step: how it ended, and the turn's last event when the turn ends with it."""
+
+    index: int
+    finish_reason: str
+    text: str = ""
+    calls: list[str] = field(default_factory=list)  # the ids of the tool calls the step ran
+    final: ev.TurnFinished | None = None
+
+
 class AgentLoop:
     def __init__(
         self,
@@ -81,10 +104,12 @@ class AgentLoop:
         config: LoopConfig | None = None,
         tools: dict[str, Tool] | None = None,
         is_cancelled: Callable[[], bool] = lambda: False,
+        tool_context: ToolContext | None = None,
     ):
         self.client = client
         self.config = config or LoopConfig()
         self.tools = TOOLS if tools is None else tools
+        self.tool_context = tool_context or ToolContext()  # what the host injects (corpus, search, files)
         self._is_cancelled = is_cancelled
         self._cancel_seen = False
         self._cancel_checked = 0.0
@@ -97,130 +122,130 @@ class AgentLoop:
         return self._cancel_seen
 
     def run(self, messages: list[dict], state: TurnState | None = None) -> Iterator[ev.Event]:
+        """Steps until one ends the turn; the last event is always a TurnFinished."""
         state = state or TurnState()
-        cfg = self.config
         started = time.monotonic() - state.elapsed
         seen_calls = _calls_in_turn(messages)
-        schemas = [tool.schema() for tool in self.tools.values()]
-        yield ev.TurnStarted(thinking=cfg.thinking, model=self.client.model)
+        yield ev.TurnStarted(thinking=self.config.thinking, model=self.client.model)
         # Not a `with` block: its exit would wait for a tool thread that ignores cancellation.
-        pool = ThreadPoolExecutor(max_workers=cfg.parallel_tools, thread_name_prefix="tool")
+        pool = ThreadPoolExecutor(max_workers=self.config.parallel_tools, thread_name_prefix="tool")
         try:
             while True:
                 if self.cancelled():
                     yield self._finish(state, "cancelled", "")
                     return
                 state.elapsed = time.monotonic() - started
-                wrap_up = (
-                    state.step >= cfg.max_steps - 1
-                    or state.tokens_in + state.tokens_out >= cfg.max_turn_tokens
-                    or state.elapsed >= cfg.max_turn_seconds
-                )
-                budget = cfg.context_tokens - cfg.max_step_tokens
-                if wrap_up:
-                    note = {"role": "user", "content": WRAP_UP_NOTE}
-                    prompt = [
-                        *fit_context(messages, budget - estimate_tokens(note), cfg.keep_tool_outputs),
-                        note,
-                    ]
-                else:
-                    prompt = fit_context(messages, budget, cfg.keep_tool_outputs)
-                index = state.step
-                yield ev.StepStarted(index=index)
-                reasoning, content, calls = [], [], {}
-                finish_reason, usage = "", {}
-                stream = self.client.stream(
-                    prompt,
-                    None if wrap_up else schemas,
-                    thinking=cfg.thinking,
-                    max_tokens=cfg.max_step_tokens,
-                )
-                try:
-                    for chunk in stream:
-                        if self.cancelled():
-                            break
-                        if chunk.reasoning:
-                            reasoning.append(chunk.reasoning)
-                            yield ev.ReasoningDelta(text=chunk.reasoning)
-                        if chunk.content:
-                            content.append(chunk.content)
-                            yield ev.ContentDelta(text=chunk.content)
-                        for delta in chunk.tool_calls:
-                            call = calls.get(delta.index)
-                            if call is None:
-                                name = delta.name or ""
-                                call_id = delta.id or f"functions.{name}:{delta.index}"
-                                call = calls[delta.index] = _Call(delta.index, call_id, name)
-                                yield ev.ToolCallStarted(call_id=call_id, index=delta.index, name=name)
-                            elif delta.name and not call.name:
-                                call.name = delta.name
-                            if delta.arguments:
-                                call.arguments += delta.arguments
-                                yield ev.ToolCallArguments(call_id=call.id, delta=delta.arguments)
-                        if chunk.finish_reason:
-                            finish_reason = chunk.finish_reason
-                        if chunk.usage:
-                            usage = chunk.usage
-                except ModelError as exc:
-                    log.warning("turn failed at step %d: %s", index, exc)
-                    yield from self._cancel_calls(calls.values(), "the model call failed")
-                    state.reasoning.append("".join(reasoning))
-                    yield ev.StepFinished(index=index, finish_reason="error", usage=usage)
-                    state.step += 1
-                    yield self._finish(state, "failed", f"The model failed: {exc}", "".join(content))
+                outcome = yield from self._step(messages, state, pool, seen_calls)
+                if outcome.final is not None:
+                    yield outcome.final
                     return
-                finally:
-                    stream.close()  # on cancel this closes the HTTP response: the server aborts generation
-                state.tokens_in += usage.get("prompt_tokens", 0)
-                state.tokens_out += usage.get("completion_tokens", 0)
-                state.reasoning.append("".join(reasoning))
-                text = "".join(content)
-
-                if self.cancelled():
-                    yield from self._cancel_calls(calls.values(), "stopped by the user")
-                    yield ev.StepFinished(index=index, finish_reason="cancelled", usage=usage)
-                    state.step += 1
-                    yield self._finish(state, "cancelled", "", text)
-                    return
-
-                ordered = [calls[i] for i in sorted(calls)]
-                assistant = {"role": "assistant", "content": text, "reasoning_content": "".join(reasoning)}
-                if ordered and not wrap_up:
-                    assistant["tool_calls"] = [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments},
-                        }
-                        for c in ordered
-                    ]
-                    messages.append(assistant)
-                    results = yield from self._run_tools(pool, ordered, seen_calls, index)
-                    for call in ordered:
-                        messages.append(
-                            {"role": "tool", "tool_call_id": call.id, "content": results[call.id]}
-                        )
-                    yield ev.StepFinished(
-                        index=index, finish_reason=finish_reason or "tool_calls", usage=usage
-                    )
-                    state.step += 1
-                    if self.cancelled():
-                        yield self._finish(state, "cancelled", "", text)
-                        return
-                    continue
-
-                messages.append(assistant)
-                yield ev.StepFinished(index=index, finish_reason=finish_reason or "stop", usage=usage)
-                state.step += 1
-                if wrap_up and not text:
-                    yield self._finish(
-                        state, "failed", "The step or time budget ran out before a final answer."
-                    )
-                else:
-                    yield self._finish(state, "done", "", text)
-                return
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _step(self, messages: list[dict], state: TurnState, pool: ThreadPoolExecutor, seen_calls: dict):
+        """One model call and the tools it asks for; yields the step's events, returns its StepOutcome."""
+        cfg = self.config
+        wrap_up = (
+            state.step >= cfg.max_steps - 1
+            or state.tokens_in + state.tokens_out >= cfg.max_turn_tokens
+            or state.elapsed >= cfg.max_turn_seconds
+        )
+        index = state.step
+        yield ev.StepStarted(index=index)
+        out = yield from self._stream(self._prompt(messages, wrap_up), tools=not wrap_up)
+        state.step += 1
+        state.reasoning.append(out.reasoning)
+        calls = [c.id for c in out.calls]
+
+        if out.error is not None:
+            log.warning("turn failed at step %d: %s", index, out.error)
+            yield from self._cancel_calls(out.calls, "the model call failed")
+            yield ev.StepFinished(index=index, finish_reason="error", usage=out.usage)
+            final = self._finish(state, "failed", f"The model failed: {out.error}", out.content)
+            return StepOutcome(index, "error", out.content, calls, final)
+
+        state.tokens_in += out.usage.get("prompt_tokens", 0)
+        state.tokens_out += out.usage.get("completion_tokens", 0)
+        if self.cancelled():
+            yield from self._cancel_calls(out.calls, "stopped by the user")
+            yield ev.StepFinished(index=index, finish_reason="cancelled", usage=out.usage)
+            return StepOutcome(
+                index, "cancelled", out.content, calls, self._finish(state, "cancelled", "", out.content)
+            )
+
+        assistant = {"role": "assistant", "content": out.content, "reasoning_content": out.reasoning}
+        if out.calls and not wrap_up:
+            assistant["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in out.calls
+            ]
+            messages.append(assistant)
+            results = yield from self._run_tools(pool, out.calls, seen_calls, index)
+            messages += [{"role": "tool", "tool_call_id": c.id, "content": results[c.id]} for c in out.calls]
+            reason = out.finish_reason or "tool_calls"
+            yield ev.StepFinished(index=index, finish_reason=reason, usage=out.usage)
+            final = self._finish(state, "cancelled", "", out.content) if self.cancelled() else None
+            return StepOutcome(index, reason, out.content, calls, final)
+
+        messages.append(assistant)
+        reason = out.finish_reason or "stop"
+        yield ev.StepFinished(index=index, finish_reason=reason, usage=out.usage)
+        if wrap_up and not out.content:
+            final = self._finish(state, "failed", "The step or time budget ran out before a final answer.")
+        else:
+            final = self._finish(state, "done", "", out.content)
+        return StepOutcome(index, reason, out.content, calls, final)
+
+    def _prompt(self, messages: list[dict], wrap_up: bool) -> list[dict]:
+        """The transcript fitted to the context budget; at the limit, with the note to answer now."""
+        cfg = self.config
+        budget = cfg.context_tokens - cfg.max_step_tokens
+        if not wrap_up:
+            return fit_context(messages, budget, cfg.keep_tool_outputs)
+        note = {"role": "user", "content": WRAP_UP_NOTE}
+        return [*fit_context(messages, budget - estimate_tokens(note), cfg.keep_tool_outputs), note]
+
+    def _stream(self, prompt: list[dict], tools: bool):
+        """Stream one model call, yielding its deltas as events; returns what it produced."""
+        schemas = [tool.schema() for tool in self.tools.values()] if tools else None
+        reasoning, content, calls = [], [], {}
+        out = _Streamed()
+        stream = self.client.stream(
+            prompt, schemas, thinking=self.config.thinking, max_tokens=self.config.max_step_tokens
+        )
+        try:
+            for chunk in stream:
+                if self.cancelled():
+                    break
+                if chunk.reasoning:
+                    reasoning.append(chunk.reasoning)
+                    yield ev.ReasoningDelta(text=chunk.reasoning)
+                if chunk.content:
+                    content.append(chunk.content)
+                    yield ev.ContentDelta(text=chunk.content)
+                for delta in chunk.tool_calls:
+                    call = calls.get(delta.index)
+                    if call is None:
+                        name = delta.name or ""
+                        call_id = delta.id or f"functions.{name}:{delta.index}"
+                        call = calls[delta.index] = _Call(delta.index, call_id, name)
+                        yield ev.ToolCallStarted(call_id=call_id, index=delta.index, name=name)
+                    elif delta.name and not call.name:
+                        call.name = delta.name
+                    if delta.arguments:
+                        call.arguments += delta.arguments
+                        yield ev.ToolCallArguments(call_id=call.id, delta=delta.arguments)
+                if chunk.finish_reason:
+                    out.finish_reason = chunk.finish_reason
+                if chunk.usage:
+                    out.usage = chunk.usage
+        except ModelError as exc:
+            out.error = exc
+        finally:
+            stream.close()  # on cancel this closes the HTTP response: the server aborts generation
+        out.reasoning, out.content = "".join(reasoning), "".join(content)
+        out.calls = [calls[i] for i in sorted(calls)]
+        return out
 
     def _finish(self, state: TurnState, status: str, error: str, content: str = "") -> ev.TurnFinished:
         reasoning = "\n\n".join(r for r in state.reasoning if r)
@@ -258,7 +283,9 @@ class AgentLoop:
                     error=immediate.error,
                 )
                 continue
-            ctx = ToolContext(cancelled=cancel, timeout=cfg.tool_timeout, max_chars=cfg.tool_result_chars)
+            ctx = replace(
+                self.tool_context, cancelled=cancel, timeout=cfg.tool_timeout, max_chars=cfg.tool_result_chars
+            )
             future = pool.submit(_run_one, self.tools[call.name], json.loads(call.arguments or "{}"), ctx)
             pending[future] = (call, time.monotonic())
         hard_deadline = cfg.tool_timeout + 5.0  # a tool that ignores its own timeout is abandoned
@@ -341,7 +368,7 @@ def _run_one(tool: Tool, arguments: dict, ctx: ToolContext) -> ToolResult:
         return ToolResult(
             f"Error: the tool failed: {exc.__class__.__name__}: {exc}", f"{exc.__class__.__name__}: {exc}"
         )
-    return ToolResult(truncate(result.text, ctx.max_chars), result.error)
+    return replace(result, text=truncate(result.text, ctx.max_chars))
 
 
 def _calls_in_turn(messages: list[dict]) -> dict:

@@ -1,5 +1,5 @@
-"""Publish a turn's events: stamp each with the next per-turn `seq`, append it to the capped Redis
-stream (`turn:<uuid>:events`, entry id `<seq>-0`), and `group_send` it to the conversation's group.
+"""Publish a turn's events as the worker produces them: append each batch to the turn's stream
+(`agent/stream.py`, which stamps the seqs) and send it live to the conversation's Channels group.
 
 A resumed turn continues `seq` from the stream's last entry, so the sequence stays contiguous
 across worker deaths.
@@ -8,50 +8,27 @@ across worker deaths.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import threading
 import time
 
-import redis
-
-from .events import (
-    STREAM_FIELD,
-    ContentDelta,
-    Event,
-    ReasoningDelta,
-    ToolCallArguments,
-    group_name,
-    stream_key,
-)
+from .events import ContentDelta, Event, ReasoningDelta, ToolCallArguments
+from .stream import EVENTS_TTL, LIVE_TTL, TurnStream, live_message
 
 log = logging.getLogger(__name__)
 
 
 class EventPublisher:
-    def __init__(
-        self,
-        client: redis.Redis,
-        channel_layer,
-        turn_uuid,
-        conversation_uuid,
-        *,
-        maxlen: int = 100_000,
-        ttl: int = 24 * 3600,
-        live_ttl: int = 7 * 24 * 3600,
-    ):
-        self.redis = client
+    def __init__(self, stream: TurnStream, channel_layer, group: str, *, ttl: int = EVENTS_TTL):
+        self.stream = stream
+        self.turn = stream.turn
         self.layer = channel_layer
-        self.turn = str(turn_uuid)
-        self.key = stream_key(turn_uuid)
-        self.group = group_name(conversation_uuid)
-        self.maxlen = maxlen
+        self.group = group
         self.ttl = ttl
-        last = self.redis.xrevrange(self.key, count=1)
-        self.seq = int(last[0][0].split(b"-")[0]) if last else 0
+        self.seq = stream.last_seq()
         # Even if the worker dies, the stream must not outlive the turn by forever.
-        self.redis.expire(self.key, live_ttl)
+        stream.expire_in(LIVE_TTL)
         # channels_redis keeps its connection pools per event loop: one loop for the whole turn reuses
         # them (async_to_sync per event would open a fresh loop, and fresh connections, every time).
         # The layer should be this turn's own instance (`channel_layers.make_backend`), since `close`
@@ -67,31 +44,20 @@ class EventPublisher:
         One group message per batch, not per event: each Channels message costs Daphne a few Redis
         commands and a wake-up per socket, which capped a process at a few hundred events/s.
         """
-        stamped = []
-        pipe = self.redis.pipeline(transaction=False)
-        for event in events:
-            self.seq += 1
-            stamped.append(event.to_dict(seq=self.seq, turn=self.turn))
-            pipe.xadd(
-                self.key,
-                {STREAM_FIELD: json.dumps(stamped[-1], ensure_ascii=False, separators=(",", ":"))},
-                id=f"{self.seq}-0",
-                maxlen=self.maxlen,
-                approximate=True,
-            )
-        pipe.execute()
-        if self._loop is not None and stamped:
+        if not events:
+            return self.seq
+        wired = self.stream.append(events, after=self.seq)
+        self.seq = wired[-1]["seq"]
+        if self._loop is not None:
             try:
-                self._loop.run_until_complete(
-                    self.layer.group_send(self.group, {"type": "turn.events", "events": stamped})
-                )
+                self._loop.run_until_complete(self.layer.group_send(self.group, live_message(wired)))
             except Exception:  # live delivery is best effort: the stream (and Postgres) keep the truth
                 log.exception("group_send failed for turn %s up to seq %d", self.turn, self.seq)
         return self.seq
 
     def close(self, finished: bool) -> None:
         if finished:
-            self.redis.expire(self.key, self.ttl)
+            self.stream.expire_in(self.ttl)
         if self._loop is not None:
             try:
                 self._loop.run_until_complete(self.layer.close_pools())

@@ -18,13 +18,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from agent.events import group_name
+from agent.stream import StreamEvent, decode
 
+from . import redis as chat_redis
 from . import services
 from .forms import MessageForm, first_error
 from .fragments import TurnProjection, project_from_db
 from .models import Conversation, Turn
-from .replay import replay_events
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         # Forms in fragments rendered here (regenerate, edit) post with the CSRF cookie's secret,
         # which Django accepts like a masked token.
         self.csrf_token = self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME, "")
-        self.group = group_name(uuid)
+        self.group = chat_redis.keys().group(uuid)
         self.turns: dict[str, TurnProjection] = {}
-        self.pending: list[dict] = []
+        self.pending: list[StreamEvent] = []
         self.ready = False
         self.extra: list[str] = []  # fragments that belong to no turn (errors, new exchanges)
         self.dirty: set[str] = set()
@@ -130,16 +130,14 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if turn is None:
             return
         projection = self._projection(turn_uuid, started=turn.started, status=turn.status)
-        events = await replay_events(turn_uuid, 0)
-        if events and events[0]["seq"] > 1:
+        events = await replay_events(turn_uuid)
+        if events and events[0].seq > 1:
             # The worker caps a stream's length; a turn longer than the cap lost its first events.
             # Postgres holds the checkpointed text of those, so rebuild the whole turn from there.
-            log.info(
-                "stream of turn %s starts at seq %d; rebuilding from Postgres", turn_uuid, events[0]["seq"]
-            )
+            log.info("stream of turn %s starts at seq %d; rebuilding from Postgres", turn_uuid, events[0].seq)
             projection = await database_sync_to_async(project_from_db)(turn)
             projection.extra_context = {"csrf_token": self.csrf_token}
-            projection.seq = events[-1]["seq"]
+            projection.seq = events[-1].seq
             self.extra.append(await database_sync_to_async(projection.render_full)())
             self.turns[turn_uuid] = projection
             return
@@ -155,9 +153,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self.turns[turn_uuid] = projection
             return
         self.turns[turn_uuid] = projection
-        for event in events:
-            projection.apply(event)
-            if event["seq"] == after:
+        for item in events:
+            projection.apply(item.event, item.seq)
+            if item.seq == after:
                 projection.discard_frame()  # the client already shows all of this
         if projection.seq <= after:
             projection.discard_frame()
@@ -166,24 +164,20 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     # -- from the worker (through the channel layer) ------------------------------------------
 
-    async def turn_event(self, message):
-        event = message["event"]
-        if not self.ready:
-            if len(self.pending) < MAX_PENDING:
-                self.pending.append(event)
-            return
-        await self._live(event)
-        await self._flush_soon()
-
     async def turn_events(self, message):
-        """A batch of events, in seq order (how the worker publishes)."""
-        events = message["events"]
+        """A batch of published events, in seq order (`agent.stream.live_message`)."""
+        events = []
+        for data in message["events"]:
+            try:
+                events.append(decode(data))
+            except (KeyError, TypeError, ValueError):
+                log.warning("dropping an undecodable turn event: %.200r", data)
         if not self.ready:
             room = MAX_PENDING - len(self.pending)
             self.pending.extend(events[: max(0, room)])
             return
-        for event in events:
-            await self._live(event)
+        for item in events:
+            await self._live(item)
         await self._flush_soon()
 
     async def turn_created(self, message):
@@ -192,25 +186,20 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self._adopt(message["turn"], replay=False)
             await self._flush_soon()
 
-    async def _live(self, event: dict):
-        turn_uuid = event.get("turn")
-        seq = event.get("seq")
-        if not isinstance(seq, int) or not turn_uuid:
-            return
-        projection = self.turns.get(turn_uuid)
+    async def _live(self, item: StreamEvent):
+        projection = self.turns.get(item.turn)
         if projection is None:
-            await self._adopt(turn_uuid, replay=True)
-            projection = self.turns.get(turn_uuid)
+            await self._adopt(item.turn, replay=True)
+            projection = self.turns.get(item.turn)
             if projection is None:
                 return
-        if seq <= projection.seq:
+        if item.seq <= projection.seq:
             return  # already sent (replayed, or a duplicate delivery)
-        if seq > projection.seq + 1:
-            missed = await replay_events(turn_uuid, projection.seq, seq - 1) or []
-            for earlier in missed:
-                projection.apply(earlier)
-        projection.apply(event)
-        self.dirty.add(turn_uuid)
+        if item.seq > projection.seq + 1:
+            for earlier in await replay_events(item.turn, projection.seq, item.seq - 1) or []:
+                projection.apply(earlier.event, earlier.seq)
+        projection.apply(item.event, item.seq)
+        self.dirty.add(item.turn)
 
     async def _adopt(self, turn_uuid: str, replay: bool):
         """Show a turn this socket has not seen (started elsewhere): its question, then its events."""
@@ -221,8 +210,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.turns[turn_uuid] = projection
         self.extra.append(await self._exchange_fragment(turn, projection))
         if replay:
-            for event in await replay_events(turn_uuid, 0) or []:
-                projection.apply(event)
+            for item in await replay_events(turn_uuid) or []:
+                projection.apply(item.event, item.seq)
             self.dirty.add(turn_uuid)
 
     # -- frames -------------------------------------------------------------------------------
@@ -288,6 +277,11 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             },
         )
         return f'<div hx-swap-oob="beforeend:#thread">{html}</div><div id="empty-state" hidden></div>'
+
+
+async def replay_events(turn_uuid, after: int = 0, until: int | None = None) -> list[StreamEvent] | None:
+    """The turn's published events after `after` (up to `until`); None when Redis has no stream for it."""
+    return await chat_redis.async_turn_stream(turn_uuid).read(after, until)
 
 
 def _int(value) -> int:

@@ -1,8 +1,9 @@
 """Turns a turn's events into HTML: live htmx out-of-band fragments, or the whole turn at once.
 
-`TurnProjection` folds events (agent/events.py wire dicts) into a small model of the turn — thinking
+`TurnProjection` folds typed events (agent/events.py) into a small model of the turn — thinking
 segments and tool cards in the order they happened, the answer, the status — and records the DOM
-operations each event implies. Thinking text is only ever appended (never re-rendered); the answer
+operations each event implies. Tool cards are keyed by (step index, call id): Kimi-format ids
+(`functions.python:0`) are unique only within one model response. Thinking text is only ever appended (never re-rendered); the answer
 is markdown, so it is re-rendered at most once per frame. The same projection renders a finished
 turn from Postgres rows (`project_from_db`), so live and reloaded turns look identical.
 """
@@ -18,6 +19,9 @@ from urllib.parse import urlsplit
 
 from django.template.loader import render_to_string
 from django.utils import timezone
+
+from agent import events as ev
+from agent.corpus import SearchResults
 
 from .rendering import render_markdown, render_plain
 
@@ -96,7 +100,8 @@ class Segment:
 
 @dataclass
 class ToolCard:
-    k: int
+    k: int  # its position in the trace: the DOM ids `tool-<turn>-<k>`, `args-<turn>-<k>`
+    step: int
     call_id: str
     name: str = ""
     arguments: str = ""
@@ -114,27 +119,20 @@ def _parse_json(text: str):
 
 
 def search_sources(result: str) -> list[dict]:
-    """The links in a search tool result: JSON list of {title,url,snippet} or {"results": [...]}."""
-    data = _parse_json(result)
-    if isinstance(data, dict):
-        data = data.get("results") or data.get("items") or []
-    if not isinstance(data, list):
+    """The links of a `web_search` result (`SearchResults` JSON, as the tool returns it); [] for an error text."""
+    results = SearchResults.from_json(result)
+    if results is None:
         return []
-    sources = []
-    for item in data:
-        if isinstance(item, dict) and isinstance(item.get("url"), str):
-            url = item["url"]
-            if urlsplit(url).scheme not in ("http", "https"):
-                continue
-            sources.append(
-                {
-                    "url": url,
-                    "title": str(item.get("title") or url)[:300],
-                    "snippet": str(item.get("snippet") or item.get("content") or "")[:400],
-                    "host": urlsplit(url).hostname or "",
-                }
-            )
-    return sources
+    return [
+        {
+            "url": hit.url,
+            "title": (hit.title or hit.url)[:300],
+            "snippet": hit.snippet[:400],
+            "host": urlsplit(hit.url).hostname or "",
+        }
+        for hit in results.hits
+        if urlsplit(hit.url).scheme in ("http", "https")
+    ]
 
 
 def card_context(card: ToolCard, turn_uuid: str) -> dict:
@@ -145,7 +143,7 @@ def card_context(card: ToolCard, turn_uuid: str) -> dict:
     name = card.name
     if name == "python" and "code" in args:
         view = {"kind": "python", "code_html": render_markdown(f"```python\n{args['code']}\n```")}
-    elif name in ("web_search", "search"):
+    elif name == "web_search":
         view = {"kind": "search", "query": str(args.get("query", "")), "sources": search_sources(card.result)}
     elif name == "browse":
         url = str(args.get("url", ""))
@@ -175,7 +173,8 @@ class TurnProjection:
         self.status = status
         self.seq = 0
         self.items: list[Segment | ToolCard] = []
-        self.cards: dict[str, ToolCard] = {}
+        self.cards: dict[tuple[int, str], ToolCard] = {}  # by (step index, call id)
+        self.step = 0  # the index of the step events now belong to
         self.current: Segment | None = None
         self.content_parts: list[str] = []
         self.answer_renderer = StreamingMarkdown()
@@ -205,35 +204,34 @@ class TurnProjection:
     def running(self) -> bool:
         return self.status in ("queued", "running")
 
-    def apply(self, event: dict) -> None:
-        kind = event.get("type")
-        seq = event.get("seq")
-        if isinstance(seq, int) and seq > self.seq:
-            self.seq = seq
-        if kind == "turn.started":
-            self.status = "running"
-            self._replace_status()
-        elif kind == "reasoning.delta":
-            self._append_thinking(event.get("text", ""))
-        elif kind == "content.delta":
-            self._append_content(event.get("text", ""))
-        elif kind == "step.started":
-            self.current = None
-            self.step_content_from = len(self.content_parts)
-        elif kind == "step.finished":
-            if event.get("finish_reason") == "tool_calls":
+    def apply(self, event: ev.Event, seq: int = 0) -> None:
+        """Fold one event (published as `seq`; 0 for events rebuilt from Postgres) into the view."""
+        self.seq = max(self.seq, seq)
+        match event:
+            case ev.TurnStarted():
+                self.status = "running"
+                self._replace_status()
+            case ev.ReasoningDelta(text=text):
+                self._append_thinking(text)
+            case ev.ContentDelta(text=text):
+                self._append_content(text)
+            case ev.StepStarted(index=index):
+                self.step = index
+                self.current = None
+                self.step_content_from = len(self.content_parts)
+            case ev.StepFinished(finish_reason="tool_calls"):
                 self._move_step_content_to_trace()
-        elif kind == "tool.started":
-            self._tool_started(event)
-        elif kind == "tool.arguments":
-            card = self.cards.get(event.get("call_id", ""))
-            if card is not None:
-                card.arguments += event.get("delta", "")
-                self._op("append", f"args-{self.uuid}-{card.k}", render_plain(event.get("delta", "")))
-        elif kind in ("tool.running", "tool.finished"):
-            self._tool_update(event, kind)
-        elif kind == "turn.finished":
-            self._finished(event)
+            case ev.ToolCallStarted(call_id=call_id, name=name):
+                self._tool_started(call_id, name)
+            case ev.ToolCallArguments(call_id=call_id, delta=delta):
+                card = self.cards.get((self.step, call_id))
+                if card is not None:
+                    card.arguments += delta
+                    self._op("append", f"args-{self.uuid}-{card.k}", render_plain(delta))
+            case ev.ToolCallRunning() | ev.ToolCallFinished():
+                self._tool_update(event)
+            case ev.TurnFinished():
+                self._finished(event)
 
     def _op(self, kind: str, target: str, fragment: str) -> None:
         last = self.ops[-1] if self.ops else None
@@ -288,31 +286,29 @@ class TurnProjection:
                 self.thought_s = None
                 self._replace_summary()
 
-    def _tool_started(self, event: dict) -> None:
-        call_id = event.get("call_id", "")
-        if call_id in self.cards:
-            return
-        card = ToolCard(k=len(self.items) + 1, call_id=call_id, name=event.get("name", ""))
-        self.cards[call_id] = card
+    def _tool_started(self, call_id: str, name: str) -> ToolCard:
+        card = self.cards.get((self.step, call_id))
+        if card is not None:
+            return card
+        card = ToolCard(k=len(self.items) + 1, step=self.step, call_id=call_id, name=name)
+        self.cards[(self.step, call_id)] = card
         self.items.append(card)
         self.current = None
         self._op("append", f"trace-{self.uuid}", self._card_html(card))
         self._replace_summary()
+        return card
 
-    def _tool_update(self, event: dict, kind: str) -> None:
-        call_id = event.get("call_id", "")
-        if call_id not in self.cards:
-            self._tool_started(event)
-        card = self.cards[call_id]
-        card.name = event.get("name") or card.name
-        card.arguments = event.get("arguments") or card.arguments
-        if kind == "tool.running":
+    def _tool_update(self, event: ev.ToolCallRunning | ev.ToolCallFinished) -> None:
+        card = self._tool_started(event.call_id, event.name)
+        card.name = event.name or card.name
+        card.arguments = event.arguments or card.arguments
+        if isinstance(event, ev.ToolCallRunning):
             card.status = "running"
         else:
-            card.status = event.get("status", "done")
-            card.result = event.get("result", "")
-            card.error = event.get("error", "")
-            card.duration_ms = int(event.get("duration_ms") or 0)
+            card.status = event.status
+            card.result = event.result
+            card.error = event.error
+            card.duration_ms = event.duration_ms
             for source in card_context(card, self.uuid)["view"].get("sources", []):
                 self.sources.setdefault(source["url"], source)
             if card.name == "browse":
@@ -322,12 +318,11 @@ class TurnProjection:
         self._op("replace", f"tool-{self.uuid}-{card.k}", self._card_html(card))
         self._replace_summary()
 
-    def _finished(self, event: dict) -> None:
-        self.status = event.get("status", "done")
-        self.error = event.get("error", "")
-        final = event.get("content")
-        if final and final != self.content:
-            self.content_parts = [final]
+    def _finished(self, event: ev.TurnFinished) -> None:
+        self.status = event.status
+        self.error = event.error
+        if event.content and event.content != self.content:
+            self.content_parts = [event.content]
             self.answer_dirty = True
         if self.thought_s is None:
             self.thought_s = self._elapsed()
@@ -422,52 +417,48 @@ class TurnProjection:
         return self._render("chat/partials/turn.html", **extra)
 
 
-def events_from_db(turn) -> list[dict]:
+def events_from_db(turn) -> list[ev.Event]:
     """Rebuild a turn's events from its Postgres rows (the stream expired or Redis lost it)."""
-    events: list[dict] = [{"type": "turn.started", "thinking": turn.thinking, "model": turn.model}]
+    events: list[ev.Event] = [ev.TurnStarted(thinking=turn.thinking, model=turn.model)]
     steps = list(turn.step_rows.prefetch_related("tool_calls"))
     answer = getattr(turn, "answer", None) if hasattr(turn, "answer") else None
     for i, step in enumerate(steps):
-        events.append({"type": "step.started", "index": step.index})
+        calls = list(step.tool_calls.all())
+        events.append(ev.StepStarted(index=step.index))
         if step.reasoning:
-            events.append({"type": "reasoning.delta", "text": step.reasoning})
+            events.append(ev.ReasoningDelta(text=step.reasoning))
         is_last = i == len(steps) - 1
-        if step.content and not is_last and step.tool_calls.exists():
-            events.append({"type": "content.delta", "text": step.content})
-        elif step.content and answer is None:
-            events.append({"type": "content.delta", "text": step.content})
-        for call in step.tool_calls.all():
+        if step.content and ((not is_last and calls) or answer is None):
+            events.append(ev.ContentDelta(text=step.content))
+        for call in calls:
             duration = 0
             if call.finished and call.started:
                 duration = max(0, int((call.finished - call.started).total_seconds() * 1000))
-            base = {"call_id": call.call_id, "name": call.name, "arguments": call.arguments}
-            events.append({"type": "tool.started", **base, "index": call.index})
+            events.append(ev.ToolCallStarted(call_id=call.call_id, index=call.index, name=call.name))
             if call.status == "running":
-                events.append({"type": "tool.running", **base})
+                events.append(
+                    ev.ToolCallRunning(call_id=call.call_id, name=call.name, arguments=call.arguments)
+                )
             else:
                 events.append(
-                    {
-                        "type": "tool.finished",
-                        **base,
-                        "result": call.result,
-                        "status": call.status,
-                        "error": call.error,
-                        "duration_ms": duration,
-                    }
+                    ev.ToolCallFinished(
+                        call_id=call.call_id,
+                        name=call.name,
+                        arguments=call.arguments,
+                        result=call.result,
+                        status=call.status,
+                        error=call.error,
+                        duration_ms=duration,
+                    )
                 )
-        events.append(
-            {"type": "step.finished", "index": step.index, "finish_reason": step.finish_reason or ""}
-        )
+        events.append(ev.StepFinished(index=step.index, finish_reason=step.finish_reason or ""))
     if answer is not None and answer.content:
-        events.append({"type": "content.delta", "text": answer.content})
+        events.append(ev.ContentDelta(text=answer.content))
     if turn.is_finished:
         events.append(
-            {
-                "type": "turn.finished",
-                "status": turn.status,
-                "error": turn.error,
-                "content": answer.content if answer is not None else "",
-            }
+            ev.TurnFinished(
+                status=turn.status, error=turn.error, content=answer.content if answer is not None else ""
+            )
         )
     return events
 

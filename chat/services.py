@@ -9,27 +9,29 @@ reachable through `earlier_versions`.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from agent.events import STREAM_FIELD, TurnFinished, cancel_key, group_name, stream_key
+from agent.events import TurnFinished
+from agent.stream import live_message, request_cancel
 
+from . import redis as chat_redis
 from .models import Conversation, Message, Turn, UserPreference
-from .replay import sync_redis
+from .tasks import run_turn
 
 log = logging.getLogger(__name__)
 
 RUNNING = (Turn.Status.QUEUED, Turn.Status.RUNNING)
-CANCEL_TTL_S = 6 * 3600
 
 
 class ChatError(Exception):
@@ -71,8 +73,8 @@ def check_message(text: str) -> str:
 def check_rate_limit(user) -> None:
     """A fixed one-minute window per user, counted in Redis so every web process shares it."""
     window = int(time.time() // 60)
-    key = f"chat:ratelimit:turns:{user.pk}:{window}"
-    client = sync_redis()
+    key = chat_redis.key("chat", "ratelimit", "turns", user.pk, window)
+    client = chat_redis.sync_client()
     count = client.incr(key)
     if count == 1:
         client.expire(key, 120)
@@ -87,12 +89,7 @@ def active_turn(conversation) -> Turn | None:
 
 
 def enqueue_turn(turn_id: int) -> None:
-    """Hand the turn to a worker (agent.tasks.run_turn); called after the transaction commits."""
-    try:
-        from agent.tasks import run_turn
-    except ImportError:
-        log.error("agent.tasks.run_turn is not available; turn %s stays queued", turn_id)
-        return
+    """Hand the turn to a worker (`run_turn` in chat/tasks.py); called after the transaction commits."""
     run_turn.delay(turn_id)
 
 
@@ -184,19 +181,12 @@ def edit_and_resend(user, conversation, message: Message, text: str, thinking: b
 
 
 def _publish(turn: Turn, event) -> None:
-    """Publish one event exactly as the worker does (stream entry `<seq>-0` + group_send)."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    client = sync_redis()
-    key = stream_key(turn.uuid)
-    last = client.xrevrange(key, count=1)
-    seq = int(last[0][0].split("-")[0]) + 1 if last else 1
-    data = event.to_dict(seq=seq, turn=str(turn.uuid))
-    client.xadd(key, {STREAM_FIELD: json.dumps(data)}, id=f"{seq}-0")
-    client.expire(key, 24 * 3600)
+    """Publish one event after the turn's last one, through the turn's stream, to its sockets."""
+    stream = chat_redis.turn_stream(turn.uuid)
+    wired = stream.append([event], after=stream.last_seq())
+    stream.expire_in(settings.AGENT_EVENTS_TTL)
     async_to_sync(get_channel_layer().group_send)(
-        group_name(turn.conversation.uuid), {"type": "turn.event", "event": data}
+        chat_redis.keys().group(turn.conversation.uuid), live_message(wired)
     )
 
 
@@ -206,12 +196,7 @@ def cancel(turn: Turn) -> None:
     A turn no worker has claimed yet is cancelled here directly, so a conversation is never stuck
     behind a turn that will not start.
     """
-    try:
-        from agent.control import request_cancel
-    except ImportError:
-        sync_redis().set(cancel_key(turn.uuid), "1", ex=CANCEL_TTL_S)
-    else:
-        request_cancel(turn.uuid)
+    request_cancel(chat_redis.sync_client(), chat_redis.keys(), turn.uuid)
     claimed = Turn.objects.filter(pk=turn.pk, status=Turn.Status.QUEUED, lease_owner="").update(
         status=Turn.Status.CANCELLED, finished=timezone.now()
     )

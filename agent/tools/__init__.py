@@ -1,12 +1,13 @@
 """The tool registry: every tool the model may call, by name, with its OpenAI function schema.
 
-`get_tool(name).run(arguments, ToolContext())` runs one without Django (except `web_search` with
-the `local` backend, which queries Postgres).
+`get_tool(name).run(arguments, ToolContext())` runs one; what a tool needs from the host application
+(the local corpus for `web_search`'s `local` backend and `browse`, the search settings, a file sink)
+comes in the `ToolContext`.
 """
 
 from __future__ import annotations
 
-from .base import Tool, ToolContext, ToolError, ToolResult, truncate
+from .base import SearchSettings, Tool, ToolContext, ToolError, ToolResult, truncate
 from .browse import BROWSE
 from .python import PYTHON
 from .web_search import WEB_SEARCH
@@ -22,4 +23,14 @@ def tool_schemas(names=None) -> list[dict]:
     return [tool.schema() for name, tool in TOOLS.items() if names is None or name in names]
 
 
-__all__ = ["TOOLS", "Tool", "ToolContext", "ToolError", "ToolResult", "get_tool", "tool_schemas", "truncate"]
+__all__ = [
+    "TOOLS",
+    "SearchSettings",
+    "Tool",
+    "ToolContext",
+    "ToolError",
+    "ToolResult",
+    "get_tool",
+    "tool_schemas",
+    "truncate",
+]

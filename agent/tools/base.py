@@ -46,15 +46,27 @@ class FileSink(Protocol):
     def save(self, name: str, data: bytes, content_type: str) -> StoredFile: ...
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """Which search service `web_search` asks, and its address or key (`local` searches `ToolContext.corpus`)."""
+
+    backend: str = "local"  # local | searxng | brave | tavily
+    searxng_url: str = "http://127.0.0.1:8080"
+    brave_api_key: str = ""
+    tavily_api_key: str = ""
+
+
 @dataclass
 class ToolContext:
     """What a running tool may consult: a cancel flag (set on Stop), its wall-clock budget, and what the
-    host application injects: the local corpus, where produced files go, and a key for per-turn state."""
+    host application injects: the local corpus, the search settings, where produced files go, and a key
+    for per-turn state."""
 
     cancelled: threading.Event = field(default_factory=threading.Event)
     timeout: float = 30.0
     max_chars: int = 8000  # the result is truncated to this many characters
     corpus: Corpus | None = None
+    search: SearchSettings = field(default_factory=SearchSettings)
     files: FileSink | None = None
     session: str = ""  # the turn's id: tools that keep state (the python interpreter) key it by this
 

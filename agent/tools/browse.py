@@ -1,13 +1,11 @@
 """The `browse` tool: open a URL and return its main text as markdown, through the SSRF guard.
 
-Pages already in the local corpus (`chat.models.Document`) open from the database without network
-when Django is set up; otherwise the page is fetched with httpx, connecting only to the address the
-guard checked, and extracted with trafilatura.
+Pages in the local corpus (`ToolContext.corpus`) open from there without network; any other page is
+fetched with httpx, connecting only to the address the guard checked, and extracted with trafilatura.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -16,8 +14,6 @@ import httpx
 
 from .base import Tool, ToolContext, ToolError, ToolResult, truncate
 from .ssrf import Resolver, check_url, system_resolver
-
-log = logging.getLogger(__name__)
 
 MAX_BYTES = 3 << 20
 MAX_REDIRECTS = 5
@@ -110,30 +106,15 @@ def html_to_markdown(html: str, url: str = "") -> str:
     return text or ""
 
 
-def _from_corpus(url: str) -> str | None:
-    """The page from the local corpus, if Django is set up and the URL is there."""
-    try:
-        from django.apps import apps
-
-        if not apps.ready:
-            return None
-        from chat.models import Document
-    except ImportError:
+def _from_corpus(url: str, ctx: ToolContext) -> str | None:
+    page = ctx.corpus.page(url) if ctx.corpus is not None else None
+    if page is None:
         return None
-    from django.db import DatabaseError
-
-    try:
-        doc = Document.objects.filter(url=url).only("title", "text").first()
-    except DatabaseError:
-        log.exception("browse: the corpus lookup failed; fetching %s from the network", url)
-        return None
-    if doc is None:
-        return None
-    return f"# {doc.title}\n\n{doc.text}" if doc.title else doc.text
+    return f"# {page.title}\n\n{page.text}" if page.title else page.text
 
 
 def open_page(url: str, ctx: ToolContext, **fetch_options) -> str:
-    page = _from_corpus(url)
+    page = _from_corpus(url, ctx)
     if page is not None:
         return page
     final_url, ctype, body = fetch(url, timeout=min(ctx.timeout, 30.0), **fetch_options)

@@ -1,4 +1,4 @@
-"""The agent's only ORM glue: claim a turn, rebuild its transcript, and record its events as rows.
+"""A turn in Postgres: claim it (a lease), rebuild its transcript for the model, and record its events as rows.
 
 Per step the recorder writes a constant number of rows (the Step insert and update, the Turn
 update, two writes per tool call), plus at most one text checkpoint per second while streaming.
@@ -15,16 +15,17 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from chat.models import Message, Step, ToolCall, Turn
+from agent import events as ev
+from agent.loop import TurnState, system_prompt
 
-from . import events as ev
-from .loop import TurnState, system_prompt
+from .models import Message, Step, ToolCall, Turn
 
 
 @dataclass
 class Claim:
     turn: Turn | None = None  # set when this worker now holds the turn
-    finished: bool = False  # the turn is already done, failed or cancelled (or gone)
+    finished: bool = False  # the turn is already done, failed or cancelled
+    missing: bool = False  # no such turn in this database
     retry_in: float = 0.0  # another live worker holds it: look again after this many seconds
 
 
@@ -49,7 +50,9 @@ def claim_turn(turn_id: int, owner: str, lease_seconds: float) -> Claim:
     if taken:
         return Claim(turn=Turn.objects.select_related("conversation", "user_message").get(id=turn_id))
     turn = Turn.objects.filter(id=turn_id).only("status", "lease_expires").first()
-    if turn is None or turn.is_finished:
+    if turn is None:
+        return Claim(missing=True)
+    if turn.is_finished:
         return Claim(finished=True)
     remaining = (turn.lease_expires - now).total_seconds() if turn.lease_expires else 0.0
     return Claim(retry_in=max(1.0, remaining + 0.5))
@@ -120,22 +123,28 @@ class TurnRecorder:
         self.last_checkpoint = time.monotonic()
 
     def record(self, event: ev.Event) -> None:
-        handler = getattr(self, f"_on_{event.type.replace('.', '_')}", None)
-        if handler is not None:
-            handler(event)
+        match event:
+            case ev.StepStarted():
+                self._step_started(event)
+            case ev.ReasoningDelta(text=text):
+                self.reasoning.append(text)
+                self._maybe_checkpoint()
+            case ev.ContentDelta(text=text):
+                self.content.append(text)
+                self._maybe_checkpoint()
+            case ev.ToolCallRunning():
+                self._tool_running(event)
+            case ev.ToolCallFinished():
+                self._tool_finished(event)
+            case ev.StepFinished():
+                self._step_finished(event)
+            case ev.TurnFinished():
+                self._turn_finished(event)
 
-    def _on_step_started(self, event: ev.StepStarted) -> None:
+    def _step_started(self, event: ev.StepStarted) -> None:
         self.step = Step.objects.create(turn=self.turn, index=event.index)
         self.reasoning, self.content, self.calls = [], [], {}
         self.last_checkpoint = time.monotonic()
-
-    def _on_reasoning_delta(self, event: ev.ReasoningDelta) -> None:
-        self.reasoning.append(event.text)
-        self._maybe_checkpoint()
-
-    def _on_content_delta(self, event: ev.ContentDelta) -> None:
-        self.content.append(event.text)
-        self._maybe_checkpoint()
 
     def _maybe_checkpoint(self) -> None:
         if time.monotonic() - self.last_checkpoint >= self.checkpoint_every:
@@ -144,7 +153,7 @@ class TurnRecorder:
                 reasoning="".join(self.reasoning), content="".join(self.content)
             )
 
-    def _on_tool_running(self, event: ev.ToolCallRunning) -> None:
+    def _tool_running(self, event: ev.ToolCallRunning) -> None:
         self.calls[event.call_id] = ToolCall.objects.create(
             step=self.step,
             index=len(self.calls),
@@ -153,7 +162,7 @@ class TurnRecorder:
             arguments=event.arguments,
         )
 
-    def _on_tool_finished(self, event: ev.ToolCallFinished) -> None:
+    def _tool_finished(self, event: ev.ToolCallFinished) -> None:
         fields = dict(result=event.result, status=event.status, error=event.error, finished=timezone.now())
         row = self.calls.get(event.call_id)
         if row is None:  # cancelled while its arguments were still streaming: it never ran
@@ -168,7 +177,7 @@ class TurnRecorder:
         else:
             ToolCall.objects.filter(id=row.id).update(**fields)
 
-    def _on_step_finished(self, event: ev.StepFinished) -> None:
+    def _step_finished(self, event: ev.StepFinished) -> None:
         now = timezone.now()
         Step.objects.filter(id=self.step.id).update(
             reasoning="".join(self.reasoning),
@@ -183,7 +192,7 @@ class TurnRecorder:
             tokens_out=F("tokens_out") + event.usage.get("completion_tokens", 0),
         )
 
-    def _on_turn_finished(self, event: ev.TurnFinished) -> None:
+    def _turn_finished(self, event: ev.TurnFinished) -> None:
         with transaction.atomic():
             if event.status == "done" or event.content or event.reasoning:
                 Message.objects.update_or_create(

@@ -1,9 +1,10 @@
-"""The only Celery glue: `run_turn(turn_id)` claims a turn, runs the loop, records and publishes.
+"""The Celery tasks of a turn: `run_turn(turn_id)` claims a turn, runs the agent loop with what its
+tools need, records the events in Postgres and publishes them to the turn's stream.
 
-A duplicate or redelivered task finds the lease held and looks again when it would expire; a turn
-whose worker died (lease expired) is resumed from its last finished step. When a worker starts it
-re-enqueues turns left running, so a killed worker's turns do not wait for the broker's visibility
-timeout.
+The registered names stay `agent.tasks.*`, so tasks queued before the move still run. A duplicate or
+redelivered task finds the lease held and looks again when it would expire; a turn whose worker died
+(lease expired) is resumed from its last finished step. When a worker starts it re-enqueues turns
+left running, so a killed worker's turns do not wait for the broker's visibility timeout.
 """
 
 from __future__ import annotations
@@ -15,22 +16,24 @@ import threading
 import uuid
 
 from celery import shared_task
+from celery.exceptions import Ignore
 from celery.signals import worker_ready
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from . import store
-from .client import ModelClient
-from .control import get_redis
-from .events import TurnFinished, cancel_key
-from .loop import AgentLoop, LoopConfig
-from .publisher import BackgroundPublisher, EventPublisher
+from agent.client import ModelClient
+from agent.events import TurnFinished
+from agent.loop import AgentLoop, LoopConfig
+from agent.publisher import BackgroundPublisher, EventPublisher
+from agent.stream import cancel_requested
+from agent.tools import SearchSettings, ToolContext
+from corpus.search import DocumentCorpus
+
+from . import recording
+from . import redis as chat_redis
 
 log = logging.getLogger(__name__)
-
-
-def lease_seconds() -> float:
-    return float(getattr(settings, "AGENT_LEASE_SECONDS", 60))
 
 
 def worker_identity() -> str:
@@ -49,6 +52,26 @@ def loop_config(thinking: bool) -> LoopConfig:
     )
 
 
+def search_settings() -> SearchSettings:
+    return SearchSettings(
+        backend=settings.SEARCH_BACKEND,
+        searxng_url=settings.SEARXNG_URL,
+        brave_api_key=settings.BRAVE_API_KEY,
+        tavily_api_key=settings.TAVILY_API_KEY,
+    )
+
+
+def tool_context(turn) -> ToolContext:
+    """What this turn's tools may use: the local corpus, the search settings, a per-turn session key."""
+    return ToolContext(corpus=DocumentCorpus(), search=search_settings(), files=None, session=str(turn.uuid))
+
+
+def model_client() -> ModelClient:
+    return ModelClient(
+        settings.LLM_BASE_URL, settings.LLM_MODEL, settings.LLM_API_KEY, temperature=settings.LLM_TEMPERATURE
+    )
+
+
 class Heartbeat(threading.Thread):
     """Renews the lease while the turn runs (tools can be quiet for a minute); notices a lost lease."""
 
@@ -61,7 +84,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.lease / 3):
-                if not store.renew_lease(self.turn_id, self.owner, self.lease):
+                if not recording.renew_lease(self.turn_id, self.owner, self.lease):
                     log.warning("turn %s: lease lost to another worker; stopping here", self.turn_id)
                     self.lost.set()
                     return
@@ -71,45 +94,36 @@ class Heartbeat(threading.Thread):
 
 def execute_turn(
     turn_id: int, owner: str | None = None, *, client: ModelClient | None = None, checkpoint_every=1.0
-):
-    """Run (or resume) one turn to its end in this process. Returns the store.Claim it got."""
+) -> recording.Claim:
+    """Run (or resume) one turn to its end in this process. Returns the recording.Claim it got."""
     owner = owner or worker_identity()
-    lease = lease_seconds()
-    claim = store.claim_turn(turn_id, owner, lease)
+    lease = float(settings.AGENT_LEASE_SECONDS)
+    claim = recording.claim_turn(turn_id, owner, lease)
     if claim.turn is None:
         return claim
     turn = claim.turn
-    redis = get_redis()
-    if client is None:
-        client = ModelClient(
-            settings.LLM_BASE_URL,
-            settings.LLM_MODEL,
-            settings.LLM_API_KEY,
-            temperature=settings.LLM_TEMPERATURE,
-        )
-    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
-
+    client = client or model_client()
+    redis = chat_redis.sync_client()
+    keys = chat_redis.keys()
     publisher = BackgroundPublisher(
         EventPublisher(
-            redis,
+            chat_redis.turn_stream(turn.uuid),
             channel_layers.make_backend(DEFAULT_CHANNEL_LAYER),
-            turn.uuid,
-            turn.conversation.uuid,
-            maxlen=getattr(settings, "AGENT_EVENTS_MAXLEN", 100_000),
-            ttl=getattr(settings, "AGENT_EVENTS_TTL", 24 * 3600),
+            keys.group(turn.conversation.uuid),
+            ttl=settings.AGENT_EVENTS_TTL,
         )
     )
     heartbeat = Heartbeat(turn.id, owner, lease)
-    flag = cancel_key(turn.uuid)
     loop = AgentLoop(
         client,
         loop_config(turn.thinking),
-        is_cancelled=lambda: heartbeat.lost.is_set() or bool(redis.exists(flag)),
+        is_cancelled=lambda: heartbeat.lost.is_set() or cancel_requested(redis, keys, turn.uuid),
+        tool_context=tool_context(turn),
     )
-    messages, state = store.build_transcript(turn)
+    messages, state = recording.build_transcript(turn)
     if not turn.model:
-        store.set_model(turn, client.model)
-    recorder = store.TurnRecorder(turn, checkpoint_every)
+        recording.set_model(turn, client.model)
+    recorder = recording.TurnRecorder(turn, checkpoint_every)
     heartbeat.start()
     finished = False
     events = loop.run(messages, state)
@@ -130,7 +144,7 @@ def execute_turn(
             final = TurnFinished(
                 status="failed", error=f"The agent crashed: {exc.__class__.__name__}. It has been logged."
             )
-            store.TurnRecorder(turn).record(final)
+            recording.TurnRecorder(turn).record(final)
             publisher.publish(final)
             finished = True
     finally:
@@ -141,10 +155,19 @@ def execute_turn(
     return claim
 
 
-@shared_task(name="agent.tasks.run_turn", bind=True, acks_late=True, queue="agent", max_retries=None)
+@shared_task(name="agent.tasks.run_turn", bind=True, acks_late=True, max_retries=None)
 def run_turn(self, turn_id: int, sweep: bool = False):
     close_old_connections()
     claim = execute_turn(turn_id)
+    if claim.missing:
+        # Not this installation's turn (another one shares the Redis server under the same namespace,
+        # or the row was deleted): say so, and do not report success.
+        log.warning(
+            "run_turn: turn %s is not in this database (namespace %r); ignoring the task",
+            turn_id,
+            settings.KIMIWEB_NAMESPACE,
+        )
+        raise Ignore()
     if claim.retry_in:
         if sweep:
             return "alive"  # a sweep's probe: the holder is alive, and the next sweep looks again
@@ -154,13 +177,13 @@ def run_turn(self, turn_id: int, sweep: bool = False):
     return "finished" if claim.finished else "ran"
 
 
-@shared_task(name="agent.tasks.resume_orphaned_turns", queue="agent")
+@shared_task(name="agent.tasks.resume_orphaned_turns")
 def resume_orphaned_turns():
     """Probe every running turn when its lease would lapse: a turn whose worker died is resumed.
 
-    Runs when a worker starts; schedule it with Celery beat (every AGENT_LEASE_SECONDS or so) to
+    Runs when a worker starts; Celery beat runs it every AGENT_LEASE_SECONDS (kimiweb/celery.py) to
     also catch workers that die while others keep running."""
-    leases = store.running_turn_leases()
+    leases = recording.running_turn_leases()
     for turn_id, seconds_left in leases:
         run_turn.apply_async((turn_id,), {"sweep": True}, countdown=max(0.0, seconds_left + 0.5))
     return len(leases)
