@@ -4,6 +4,7 @@ Every knob is an environment variable; README.md lists them. Defaults are for a 
 `DEBUG=false` with a real `SECRET_KEY` and `ALLOWED_HOSTS` is the production-safe mode.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -76,6 +77,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default=DEFAULT_REDIS_URL)
 
+# One namespace per installation: it prefixes every key this installation keeps in Redis (Celery's
+# broker and result keys, the Channels layer and its group names, turn streams, cancel flags, rate
+# limits, the cache), so installations sharing one Redis server never take each other's work.
+# Default: the database's name (two installations with one database are one installation).
+KIMIWEB_NAMESPACE = (
+    env("KIMIWEB_NAMESPACE", default="")
+    or re.sub(r"[^A-Za-z0-9_.-]", "_", str(DATABASES["default"].get("NAME") or "kimiweb"))[:40]
+)
+if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", KIMIWEB_NAMESPACE):
+    raise environ.ImproperlyConfigured(
+        f"KIMIWEB_NAMESPACE={KIMIWEB_NAMESPACE!r}: use 1-40 letters, digits, '_', '.' or '-'"
+    )
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -85,6 +99,7 @@ CHANNEL_LAYERS = {
         # to one Daphne got MaxConnectionsError.
         "CONFIG": {
             "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "max_connections": 2000}],
+            "prefix": f"{KIMIWEB_NAMESPACE}:asgi",
             "capacity": 5000,
             "expiry": 60,
         },
@@ -96,10 +111,16 @@ CHANNEL_LAYERS = {
 if env("CHANNEL_LAYER", default="core") == "pubsub":
     CHANNEL_LAYERS["default"] = {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{KIMIWEB_NAMESPACE}:asgi"},
     }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": KIMIWEB_NAMESPACE,
+    }
+}
 
 # Celery: one queue for agent turns. Turns of hundreds of steps can run for an hour or more, so the
 # broker's visibility timeout must exceed the longest turn, or Redis redelivers a turn still running.
@@ -109,9 +130,13 @@ CELERY_TASK_DEFAULT_QUEUE = "agent"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Every broker key (the `agent` queue's list, unacked sets, bindings, fanout channels) and result key
+# starts with the namespace, so `-Q agent` consumes only this installation's queue.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600)
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600),
+    "global_keyprefix": f"{KIMIWEB_NAMESPACE}:",
 }
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{KIMIWEB_NAMESPACE}:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -136,6 +161,15 @@ AGENT_TOOL_RESULT_CHARS = env.int("AGENT_TOOL_RESULT_CHARS", default=8000)
 AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=60)
 AGENT_EVENTS_MAXLEN = env.int("AGENT_EVENTS_MAXLEN", default=100_000)
 AGENT_EVENTS_TTL = env.int("AGENT_EVENTS_TTL", default=24 * 3600)
+# A worker that dies while others keep running leaves its turn's lease to lapse; this sweep (run by
+# exactly one beat process) hands such turns to a live worker, which resumes them from the last
+# persisted step. Workers also sweep once when they start.
+CELERY_BEAT_SCHEDULE = {
+    "resume-orphaned-turns": {
+        "task": "agent.tasks.resume_orphaned_turns",
+        "schedule": float(AGENT_LEASE_SECONDS),
+    }
+}
 
 # Tools.
 SEARCH_BACKEND = env("SEARCH_BACKEND", default="local")  # local | searxng | brave | tavily
