@@ -10,7 +10,6 @@ turns and acts on them only through the code the rest of kimiweb uses: the chat'
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import uuid
@@ -30,9 +29,12 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
+from corpus import services as corpus_services
+from corpus.models import Document
+
 from . import dashboard, services
 from .dashboard import format_duration
-from .models import Conversation, Document, Message, Step, ToolCall, Turn
+from .models import Conversation, Message, Step, ToolCall, Turn
 
 log = logging.getLogger(__name__)
 
@@ -661,44 +663,6 @@ class DocumentImportForm(forms.Form):
         return data
 
 
-MAX_UPLOAD_BYTES = 20 << 20
-
-
-def import_documents(*, files, urls, source) -> tuple[int, list[str]]:
-    """Upsert one Document per uploaded file and per URL, with the same code as `manage.py
-    import_documents` (its HTML/plain-text extraction, its guarded fetch, its upsert).
-
-    Returns (documents imported, notes on what was skipped, e.g. a URL the SSRF guard refused).
-    """
-    from chat.management.commands.import_documents import (
-        Command,
-        title_and_text_of_html,
-        title_and_text_of_plain,
-    )
-
-    notes = io.StringIO()
-    command = Command(stdout=io.StringIO(), stderr=notes)
-    rows = []
-    for upload in files:
-        if upload.size > MAX_UPLOAD_BYTES:
-            raise ValueError(f"{upload.name} is larger than {MAX_UPLOAD_BYTES >> 20} MB")
-        raw = upload.read().decode("utf-8", errors="replace")
-        url = f"file:///uploads/{upload.name}"
-        head = raw.lstrip()[:15].lower()
-        if upload.name.lower().endswith((".html", ".htm")) or head.startswith(("<!doctype html", "<html")):
-            title, text = title_and_text_of_html(raw, url)
-        else:
-            title, text = title_and_text_of_plain(raw, upload.name)
-        if not text.strip():
-            notes.write(f"skipped {upload.name}: no readable text\n")
-            continue
-        rows.append(Document(url=url, title=title[:500] or upload.name, text=text, source=source or "upload"))
-    count = command.save(rows)
-    for url in urls:
-        count += command.import_url(url, source or "web")
-    return count, [line for line in notes.getvalue().splitlines() if line.strip()]
-
-
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
     list_display = ("display_title", "url", "source", "chars", "updated")
@@ -706,7 +670,7 @@ class DocumentAdmin(admin.ModelAdmin):
     search_fields = ("title", "url")
     fields = ("url", "title", "source", "text", "created", "updated")
     readonly_fields = ("created", "updated")
-    change_list_template = "admin/chat/document/change_list.html"
+    change_list_template = "admin/corpus/document/change_list.html"
     list_per_page = 100
 
     def get_queryset(self, request):
@@ -746,7 +710,7 @@ class DocumentAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("import/", self.admin_site.admin_view(self.import_view), name="chat_document_import"),
+            path("import/", self.admin_site.admin_view(self.import_view), name="corpus_document_import"),
             *super().get_urls(),
         ]
 
@@ -756,11 +720,12 @@ class DocumentAdmin(admin.ModelAdmin):
         form = DocumentImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                count, notes = import_documents(
+                result = corpus_services.import_uploads_and_urls(
                     files=form.cleaned_data["files"],
                     urls=form.cleaned_data["urls"],
                     source=form.cleaned_data["source"],
                 )
+                count, notes = result.count, result.skipped
             except Exception as exc:  # shown to the operator, and logged with its traceback
                 log.exception("document import failed")
                 self.message_user(request, f"Import failed: {exc}", messages.ERROR)
@@ -769,14 +734,14 @@ class DocumentAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Imported {count} document(s).", level)
                 for note in notes:
                     self.message_user(request, note, messages.WARNING)
-                return HttpResponseRedirect(reverse("admin:chat_document_changelist"))
+                return HttpResponseRedirect(reverse("admin:corpus_document_changelist"))
         context = {
             **self.admin_site.each_context(request),
             "title": "Import documents",
             "opts": self.opts,
             "form": form,
         }
-        return TemplateResponse(request, "admin/chat/document/import.html", context)
+        return TemplateResponse(request, "admin/corpus/document/import.html", context)
 
 
-__all__ = ["build_timeline", "import_documents", "pretty_json", "rerun_turn"]
+__all__ = ["build_timeline", "pretty_json", "rerun_turn"]

@@ -8,7 +8,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
-from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.contrib.postgres.search import SearchVector
 from django.db import models
 
 
@@ -199,29 +199,6 @@ class Attachment(models.Model):
     @property
     def is_image(self) -> bool:
         return self.content_type in ("image/png", "image/jpeg", "image/gif", "image/webp")
-
-
-class Document(models.Model):
-    """The local corpus behind the offline `web_search` backend (Postgres full-text search)."""
-
-    url = models.URLField(max_length=1000, unique=True)
-    title = models.CharField(max_length=500, blank=True, default="")
-    text = models.TextField(blank=True, default="")
-    source = models.CharField(max_length=200, blank=True, default="", db_index=True)
-    search_vector = models.GeneratedField(
-        expression=SearchVector("title", weight="A", config="english")
-        + SearchVector("text", weight="B", config="english"),
-        output_field=SearchVectorField(),
-        db_persist=True,
-    )
-    created = models.DateTimeField(auto_now_add=True)
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        indexes = [GinIndex(fields=["search_vector"], name="document_fts_idx")]
-
-    def __str__(self):
-        return self.title or self.url
 
 
 class UserPreference(models.Model):

@@ -13,8 +13,8 @@ CONSOLE_PAGES = [
     ("admin:chat_conversation_changelist", ()),
     ("admin:chat_toolcall_changelist", ()),
     ("admin:chat_step_changelist", ()),
-    ("admin:chat_document_changelist", ()),
-    ("admin:chat_document_import", ()),
+    ("admin:corpus_document_changelist", ()),
+    ("admin:corpus_document_import", ()),
     ("admin:auth_user_changelist", ()),
 ]
 
@@ -52,7 +52,7 @@ def test_staff_member_without_permissions_cannot_open_the_dashboard(client):
     clerk = get_user_model().objects.create_user("clerk", password="s3cret-pass-123", is_staff=True)
     client.force_login(clerk)
     assert client.get(reverse("admin:chat_dashboard")).status_code == 403
-    assert client.get(reverse("admin:chat_document_import")).status_code == 403
+    assert client.get(reverse("admin:corpus_document_import")).status_code == 403
 
 
 def test_staff_member_sees_the_console_and_a_dashboard_link_on_the_index(staff_client):

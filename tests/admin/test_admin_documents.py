@@ -5,25 +5,25 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from chat.models import Document
+from corpus.models import Document
 
 pytestmark = pytest.mark.django_db
 
 
 def _import(client, **data):
-    return client.post(reverse("admin:chat_document_import"), data, follow=True)
+    return client.post(reverse("admin:corpus_document_import"), data, follow=True)
 
 
 def test_document_list_shows_corpus_counts_by_source(staff_client):
     Document.objects.create(url="https://a.org/1", title="One", text="alpha " * 10, source="wiki")
     Document.objects.create(url="https://a.org/2", title="Two", text="beta", source="wiki")
     Document.objects.create(url="https://b.org/1", title="<b>Three</b>", text="gamma", source="news")
-    html = staff_client.get(reverse("admin:chat_document_changelist")).content.decode()
+    html = staff_client.get(reverse("admin:corpus_document_changelist")).content.decode()
     assert '<strong data-count="documents">3</strong>' in html
     assert '<strong data-count="characters">69</strong>' in html
     assert "<td>wiki</td><td>2</td>" in html and "<td>news</td><td>1</td>" in html
     assert "&lt;b&gt;Three&lt;/b&gt;" in html and "<b>Three</b>" not in html
-    assert reverse("admin:chat_document_import") in html
+    assert reverse("admin:corpus_document_import") in html
 
 
 def test_document_search_uses_the_full_text_index(staff_client):
@@ -32,7 +32,7 @@ def test_document_search_uses_the_full_text_index(staff_client):
     )
     Document.objects.create(url="https://a.org/cats", title="Cats", text="Cats sleep a lot.")
     html = staff_client.get(
-        reverse("admin:chat_document_changelist"), {"q": "quantize expert"}
+        reverse("admin:corpus_document_changelist"), {"q": "quantize expert"}
     ).content.decode()
     assert "Mixture of experts" in html and "https://a.org/cats" not in html
 
@@ -77,3 +77,9 @@ def test_url_import_goes_through_the_ssrf_guard(staff_client):
     assert "Imported 0 document(s)." in html
     assert "Skipped http://127.0.0.1:9/secret: refused" in html
     assert Document.objects.count() == 0
+
+
+def test_old_links_to_the_documents_admin_land_on_the_corpus_app(staff_client):
+    response = staff_client.get("/admin/chat/document/import/?x=1")
+    assert response.status_code == 301
+    assert response["Location"] == reverse("admin:corpus_document_import") + "?x=1"

@@ -6,13 +6,13 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from agent.tools import ToolContext, get_tool
-from chat.models import Document
+from corpus.models import Document
+from corpus.search import DocumentCorpus
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(120)]
 
 
-def test_a_folder_of_html_markdown_and_text_becomes_searchable_documents(tmp_path, settings):
-    settings.SEARCH_BACKEND = "local"
+def test_a_folder_of_html_markdown_and_text_becomes_searchable_documents(tmp_path):
     (tmp_path / "guide.html").write_text(
         "<html><head><title>Gardening guide</title></head><body><article><h1>Tomatoes</h1>"
         "<p>Tomatoes need full sun, deep watering and a stake to climb. Pinch the suckers weekly.</p>"
@@ -34,7 +34,7 @@ def test_a_folder_of_html_markdown_and_text_becomes_searchable_documents(tmp_pat
     assert docs["https://garden.example/guide.html"].title == "Gardening guide"
     assert "full sun" in docs["https://garden.example/guide.html"].text
     assert docs["https://garden.example/notes.md"].title == "Compost notes"
-    result = get_tool("web_search").run({"query": "tomato"}, ToolContext())
+    result = get_tool("web_search").run({"query": "tomato"}, ToolContext(corpus=DocumentCorpus()))
     assert (
         "https://garden.example/guide.html" in result.text
         and "https://garden.example/sub/plain.txt" in result.text
