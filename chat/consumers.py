@@ -11,6 +11,7 @@ the client's last seq, live events at or below what this socket already sent are
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from channels.db import database_sync_to_async
@@ -66,16 +67,19 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     # -- from the browser ---------------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        limit = settings.CHAT_MAX_MESSAGE_CHARS * 4 + 8192  # JSON escaping can quadruple the text
-        if text_data is None or len(text_data) > limit:
-            self._error("That message is too long to send.")
+        """A frame that is not a JSON object of readable text gets an error frame; the socket stays open."""
+        content, problem = _decode_frame(text_data, bytes_data)
+        if problem:
+            self._error(problem)
             await self._flush()
             return
-        await super().receive(text_data=text_data, bytes_data=bytes_data, **kwargs)
+        if content.get("action") not in ACTIONS:
+            # Valid JSON this server does not speak: a client from another version of the page.
+            await self.close(code=CLOSE_UNKNOWN_ACTION, reason="This page is out of date: reload it.")
+            return
+        await self.receive_json(content, **kwargs)
 
     async def receive_json(self, content, **kwargs):
-        if not isinstance(content, dict):
-            return
         action = content.get("action")
         if action == "resume":
             if content.get("turn"):
@@ -282,6 +286,31 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 async def replay_events(turn_uuid, after: int = 0, until: int | None = None) -> list[StreamEvent] | None:
     """The turn's published events after `after` (up to `until`); None when Redis has no stream for it."""
     return await chat_redis.async_turn_stream(turn_uuid).read(after, until)
+
+
+ACTIONS = ("send", "stop", "resume")
+CLOSE_UNKNOWN_ACTION = 4400  # the client shows the close reason (static/chat/chat.js)
+
+
+def _decode_frame(text_data, bytes_data) -> tuple[dict, str]:
+    """The frame as a JSON object, or an empty dict and what is wrong with it, in words for the user."""
+    limit = settings.CHAT_MAX_MESSAGE_CHARS * 4 + 8192  # JSON escaping can quadruple the text
+    if text_data is None:
+        return {}, "The chat speaks JSON text frames, not binary ones."
+    if len(text_data) > limit:
+        return {}, "That message is too long to send."
+    try:
+        content = json.loads(text_data)
+        # json.loads accepts escaped lone surrogates ("\ud800"), which no encoder can write back out.
+        json.dumps(content, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and UnicodeEncodeError
+        return (
+            {},
+            "That message could not be read (it is not valid JSON text); reload the page and try again.",
+        )
+    if not isinstance(content, dict):
+        return {}, "That message could not be read (it is not a JSON object); reload the page and try again."
+    return content, ""
 
 
 def _int(value) -> int:

@@ -1,4 +1,7 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets to Channels consumers (session auth, origin check)."""
+"""ASGI entry point: HTTP goes to Django, WebSockets to Channels consumers.
+
+Sockets need a session and an Origin of this very site (scheme, host and port).
+"""
 
 import os
 
@@ -11,11 +14,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chat.middleware import SameOriginWebSocketValidator  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(
+            SameOriginWebSocketValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

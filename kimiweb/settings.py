@@ -5,6 +5,7 @@ Every knob is an environment variable; README.md lists them. Defaults are for a 
 """
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -13,11 +14,47 @@ from kimiweb.services import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+
+def read_or_create_secret_key(path: Path) -> str:
+    """This install's own key: read from `path`, or generated into it (mode 0600) on first use.
+
+    The key is written to a private temporary file (O_EXCL) and hard-linked into place, so processes
+    starting at once agree on one key and none reads a half-written file.
+    """
+    import os
+    import secrets
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(50) + "\n")
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process created it first; use theirs
+        finally:
+            draft.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty; delete it to generate a new secret key")
+    return key
+
+
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env("SECRET_KEY", default="dev-insecure-key-change-me" if DEBUG else environ.Env.NOTSET)
+# No key ships with the code: development installs generate one into var/secret_key (mode 0600) on
+# first use; production (DEBUG=false) must set SECRET_KEY.
+SECRET_KEY = env("SECRET_KEY", default=None) or (
+    read_or_create_secret_key(Path(env("SECRET_KEY_FILE", default=str(BASE_DIR / "var" / "secret_key"))))
+    if DEBUG
+    else env("SECRET_KEY")
+)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -32,6 +69,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "django_htmx",
     "channels",
+    "axes",
     "chat",
     "corpus",
 ]
@@ -39,6 +77,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "chat.middleware.PublicErrorPagesMiddleware",
+    "chat.middleware.RejectInvalidTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -47,6 +87,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "chat.middleware.ContentSecurityPolicyMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "kimiweb.urls"
@@ -181,6 +222,10 @@ TAVILY_API_KEY = env("TAVILY_API_KEY", default="")
 # Chat limits.
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32000)
 CHAT_TURNS_PER_MINUTE = env.int("CHAT_TURNS_PER_MINUTE", default=10)
+# Several accounts behind one address share this; queued turns across the installation past
+# CHAT_MAX_QUEUED_TURNS are refused with "busy, try again" instead of waiting without end.
+CHAT_TURNS_PER_MINUTE_PER_IP = env.int("CHAT_TURNS_PER_MINUTE_PER_IP", default=30)
+CHAT_MAX_QUEUED_TURNS = env.int("CHAT_MAX_QUEUED_TURNS", default=200)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -193,6 +238,29 @@ SIGNUP_ENABLED = env.bool("SIGNUP_ENABLED", default=True)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+
+# Log-in throttling (django-axes, counted in Postgres so every web process agrees): after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is locked out
+# for LOGIN_LOCKOUT_MINUTES; a successful log-in resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("LOGIN_THROTTLE_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# Sign-ups and password-reset e-mails per client address (django-ratelimit, counted in Redis).
+SIGNUP_RATE = env("SIGNUP_RATE", default="5/h")
+PASSWORD_RESET_RATE = env("PASSWORD_RESET_RATE", default="5/h")
+
+# E-mail (password reset): printed to the console unless EMAIL_URL names an SMTP server, e.g.
+# smtp+tls://user:password@mail.example.org:587.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="kimiweb <noreply@localhost>")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -31,7 +31,16 @@
     document.body.classList.remove("offline");
   });
 
-  document.addEventListener("htmx:wsClose", function () { document.body.classList.add("offline"); });
+  document.addEventListener("htmx:wsClose", function (evt) {
+    document.body.classList.add("offline");
+    // 4xxx: the server closed the socket on purpose (not found, protocol mismatch); say why.
+    var close = evt.detail && evt.detail.event;
+    var error = $("#composer-error");
+    if (close && close.code >= 4000 && close.code < 5000 && error) {
+      error.textContent = close.reason || "The connection was closed (" + close.code + "); reload the page.";
+      error.hidden = false;
+    }
+  });
 
   var stickToBottom = true;
   function scroller() { return document.getElementById("scroller"); }
