@@ -10,7 +10,7 @@ from django.db import DatabaseError
 from django.db.models import F
 
 from agent.corpus import Page, SearchHit
-from chat.models import Document
+from corpus.models import Document
 
 log = logging.getLogger(__name__)
 

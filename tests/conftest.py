@@ -22,10 +22,45 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
     database = settings.DATABASES["default"]
     database["CONN_MAX_AGE"] = 0
-    test = database.setdefault("TEST", {})
-    base = test.get("NAME") or "test_" + database["NAME"]
-    test["NAME"] = f"{base}_{os.getpid()}"
+    base, name = _test_database_names(database)
+    database.setdefault("TEST", {})["NAME"] = name
     _drop_test_databases_of_dead_runs(database, base)
+
+
+def _test_database_names(database: dict) -> tuple[str, str]:
+    """(the base name, this run's database name `<base>_<pid>`)."""
+    base = database.get("TEST", {}).get("NAME") or "test_" + database["NAME"]
+    base = base.rsplit(f"_{os.getpid()}", 1)[0]
+    return base, f"{base}_{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_namespace():
+    """This run's own namespace (its database's name, as a deployment derives it): queues, streams,
+    groups, cancel flags and cache keys of a `make run` or another run on the same Redis stay apart.
+
+    Django settings are loaded before any conftest, so the namespaced settings are set here again,
+    before the first channel layer, cache or broker connection is made; workers and stacks a test
+    starts get `KIMIWEB_NAMESPACE` from `settings.KIMIWEB_NAMESPACE`.
+    """
+    from channels.layers import channel_layers
+    from django.conf import settings
+
+    from kimiweb.celery import app
+
+    namespace = re.sub(r"[^A-Za-z0-9_.-]", "_", _test_database_names(settings.DATABASES["default"])[1])[:40]
+    settings.KIMIWEB_NAMESPACE = namespace
+    os.environ["KIMIWEB_NAMESPACE"] = namespace
+    for layer in settings.CHANNEL_LAYERS.values():
+        layer.setdefault("CONFIG", {})["prefix"] = f"{namespace}:asgi"
+    channel_layers.backends.clear()
+    settings.CACHES["default"]["KEY_PREFIX"] = namespace
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "global_keyprefix": f"{namespace}:",
+    }
+    app.conf.result_backend_transport_options = {"global_keyprefix": f"{namespace}:"}
+    yield namespace
 
 
 def _drop_test_databases_of_dead_runs(database: dict, base: str) -> None:

@@ -1,25 +1,18 @@
-"""Fixtures for the agent tests: a private Redis database, and conversations with a queued turn."""
+"""Fixtures for the agent tests: this run's Redis (its namespace keeps it apart), and conversations
+with a queued turn."""
 
 import pytest
 import redis as redis_lib
-
-# Our own Redis DB number, so these tests never see other helpers' queues, streams or groups.
-AGENT_TEST_REDIS_URL = "redis://127.0.0.1:6379/13"
+from django.conf import settings
 
 
 @pytest.fixture
-def agent_redis(settings):
-    settings.REDIS_URL = AGENT_TEST_REDIS_URL
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [AGENT_TEST_REDIS_URL], "capacity": 5000, "expiry": 60},
-        }
-    }
-    client = redis_lib.Redis.from_url(AGENT_TEST_REDIS_URL)
-    client.flushdb()
+def agent_redis():
+    """A client on the run's Redis; the turn streams and cancel flags a test leaves are removed after it."""
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
     yield client
-    client.flushdb()
+    for key in client.scan_iter(f"{settings.KIMIWEB_NAMESPACE}:turn:*"):
+        client.delete(key)
     client.close()
 
 

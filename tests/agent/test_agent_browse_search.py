@@ -8,12 +8,15 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from agent.tools import ToolContext, ToolError, get_tool
+from agent.corpus import SearchHit, SearchResults
+from agent.tools import SearchSettings, ToolContext, ToolError, get_tool
 from agent.tools.browse import fetch, open_page
 from agent.tools.ssrf import address_is_public, check_url
-from agent.tools.web_search import search_brave, search_tavily
+from agent.tools.web_search import fit_results, search_brave, search_tavily
+from corpus.models import Document
+from corpus.search import DocumentCorpus
 
-# browse looks in the local corpus (Postgres) before it touches the network, so these use the db.
+# The corpus (DocumentCorpus over Postgres) serves the local search backend and browse, so these use the db.
 pytestmark = [pytest.mark.timeout(60), pytest.mark.django_db]
 
 PAGE = """<html><head><title>Widgets</title></head><body><nav>menu menu</nav>
@@ -173,19 +176,15 @@ def test_large_bodies_are_capped():
 
 
 def test_corpus_documents_open_from_the_database_without_network():
-    from chat.models import Document
-
     Document.objects.create(
         url="https://docs.python.org/3/library/asyncio.html", title="asyncio", text="Event loops."
     )
-    result = get_tool("browse").run({"url": "https://docs.python.org/3/library/asyncio.html"}, ToolContext())
+    ctx = ToolContext(corpus=DocumentCorpus())
+    result = get_tool("browse").run({"url": "https://docs.python.org/3/library/asyncio.html"}, ctx)
     assert result.text == "# asyncio\n\nEvent loops."
 
 
-def test_local_search_ranks_corpus_documents_with_highlighted_snippets(settings):
-    from chat.models import Document
-
-    settings.SEARCH_BACKEND = "local"
+def test_local_search_ranks_corpus_documents_with_highlighted_snippets():
     Document.objects.create(
         url="https://d/1",
         title="asyncio — Asynchronous I/O",
@@ -197,32 +196,46 @@ def test_local_search_ranks_corpus_documents_with_highlighted_snippets(settings)
         text="This module constructs higher-level threading interfaces. An event object is a simple signal.",
     )
     Document.objects.create(url="https://d/3", title="json", text="JSON encoder and decoder.")
-    result = get_tool("web_search").run({"query": "asyncio event loop"}, ToolContext())
-    lines = result.text.splitlines()
-    assert lines[0] == "Results for 'asyncio event loop':"
-    assert "https://d/1" in result.text and "https://d/3" not in result.text
-    assert (
-        result.text.index("https://d/1") < result.text.index("https://d/2")
-        if "https://d/2" in result.text
-        else True
-    )
-    assert "**asyncio**" in result.text or "**loop**" in result.text
-    assert get_tool("web_search").run({"query": "zzzxqv"}, ToolContext()).text == "No results for 'zzzxqv'."
+    ctx = ToolContext(corpus=DocumentCorpus(), search=SearchSettings(backend="local"))
+    results = SearchResults.from_json(get_tool("web_search").run({"query": "asyncio event loop"}, ctx).text)
+    urls = [hit.url for hit in results.hits]
+    assert results.query == "asyncio event loop"
+    assert urls[0] == "https://d/1" and "https://d/3" not in urls
+    assert "**asyncio**" in results.hits[0].snippet or "**loop**" in results.hits[0].snippet
+    empty = SearchResults.from_json(get_tool("web_search").run({"query": "zzzxqv"}, ctx).text)
+    assert empty == SearchResults("zzzxqv", [])
 
 
-def test_searxng_backend_speaks_its_json_api(settings):
+def test_local_search_without_a_corpus_tells_the_model():
+    with pytest.raises(ToolError, match="corpus is not available"):
+        get_tool("web_search").run({"query": "anything"}, ToolContext())
+
+
+def test_search_results_fit_the_budget_by_shortening_and_dropping_hits_never_by_cutting_json():
+    hits = [SearchHit(f"Title {i}", f"https://e.example/{i}", "word " * 200) for i in range(8)]
+    for budget in (6000, 2000, 700, 200):
+        text = fit_results(SearchResults("q", hits), budget)
+        assert len(text) <= budget
+        fitted = SearchResults.from_json(text)
+        assert fitted is not None and fitted.query == "q"
+        assert [h.url for h in fitted.hits] == [h.url for h in hits[: len(fitted.hits)]], "best hits kept"
+    assert len(SearchResults.from_json(fit_results(SearchResults("q", hits), 2000)).hits) >= 4
+
+
+def test_searxng_backend_speaks_its_json_api():
     server = JsonServer(
         {"results": [{"title": "SearXNG hit", "url": "https://a.example/", "content": "snippet a"}]}
     )
-    settings.SEARCH_BACKEND = "searxng"
-    settings.SEARXNG_URL = server.url
+    ctx = ToolContext(search=SearchSettings(backend="searxng", searxng_url=server.url))
     try:
-        result = get_tool("web_search").run({"query": "kimi k2"}, ToolContext())
+        result = get_tool("web_search").run({"query": "kimi k2"}, ctx)
     finally:
         server.close()
     method, path, _, _ = server.requests[0]
     assert method == "GET" and parse_qs(urlsplit(path).query) == {"q": ["kimi k2"], "format": ["json"]}
-    assert "SearXNG hit" in result.text and "https://a.example/" in result.text
+    assert SearchResults.from_json(result.text).hits == [
+        SearchHit("SearXNG hit", "https://a.example/", "snippet a")
+    ]
 
 
 def test_brave_and_tavily_backends_send_their_keys_and_parse_results():

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from celery import Celery
 from django.conf import settings
 from django.db import connection
 from scripted_model import Reply, ScriptedModelServer
 
-from agent.events import stream_key
+from chat import redis as chat_redis
 from chat.models import Message, Step, ToolCall, Turn
+from kimiweb.celery import app
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -49,7 +49,8 @@ class Worker:
         env = {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-            "REDIS_URL": settings.REDIS_URL,  # the agent_redis fixture's private database
+            "REDIS_URL": settings.REDIS_URL,
+            "KIMIWEB_NAMESPACE": settings.KIMIWEB_NAMESPACE,  # this run's queue, streams and groups
             "LLM_BASE_URL": llm_url,
             "AGENT_LEASE_SECONDS": "3",
             "DB_CONN_MAX_AGE": "0",
@@ -100,7 +101,7 @@ def workers():
 
 
 def send_run_turn(turn_id):
-    app = Celery(broker=settings.REDIS_URL)
+    """By the registered name, as tasks queued by an earlier release arrive."""
     app.send_task("agent.tasks.run_turn", args=[turn_id], queue="agent")
 
 
@@ -114,7 +115,7 @@ def wait_for(predicate, timeout, what):
 
 
 def events_of(redis, turn):
-    return [json.loads(f[b"e"]) for _, f in redis.xrange(stream_key(turn.uuid))]
+    return [json.loads(f[b"e"]) for _, f in redis.xrange(chat_redis.keys().stream(turn.uuid))]
 
 
 def turn_status(turn):

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.events import stream_key
-from agent.tasks import execute_turn
+from chat import redis as chat_redis
 from chat.models import Message, Step
+from chat.tasks import execute_turn
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -86,7 +86,7 @@ def test_a_turn_against_the_in_repo_inference_server_completes_with_a_trace(
     assert len(steps) == turn.steps and all(s.finished for s in steps)
     answer = Message.objects.get(turn=turn)
     assert answer.content.strip(), "the small model said something"
-    events = [json.loads(f[b"e"]) for _, f in agent_redis.xrange(stream_key(turn.uuid))]
+    events = [json.loads(f[b"e"]) for _, f in agent_redis.xrange(chat_redis.keys().stream(turn.uuid))]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert (
         "".join(e["text"] for e in events if e["type"] == "content.delta").strip()

@@ -8,11 +8,12 @@ import time
 import pytest
 from scripted_model import Reply, ScriptedModelServer
 
-from agent import control, store
 from agent.client import ModelClient
-from agent.events import group_name, stream_key
-from agent.tasks import execute_turn
+from agent.stream import TurnStream, request_cancel
+from chat import recording as store
+from chat import redis as chat_redis
 from chat.models import Message, Step, ToolCall, Turn
+from chat.tasks import execute_turn
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -25,7 +26,7 @@ def steps_done(body):
 
 
 def stream_events(client, turn):
-    return [json.loads(fields[b"e"]) for _, fields in client.xrange(stream_key(turn.uuid))]
+    return [json.loads(fields[b"e"]) for _, fields in client.xrange(chat_redis.keys().stream(turn.uuid))]
 
 
 def two_step_script(body, n):
@@ -37,7 +38,7 @@ def two_step_script(body, n):
 
 def test_a_turn_leaves_a_complete_trace_in_postgres_and_every_event_in_the_stream(agent_redis, make_turn):
     turn = make_turn()
-    group = group_name(turn.conversation.uuid)
+    group = chat_redis.keys().group(turn.conversation.uuid)
     layer_messages = []
 
     async def listen_until_finished(ready):
@@ -85,7 +86,7 @@ def test_a_turn_leaves_a_complete_trace_in_postgres_and_every_event_in_the_strea
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert {e["turn"] for e in events} == {str(turn.uuid)}
     assert events[0]["type"] == "turn.started" and events[-1]["type"] == "turn.finished"
-    assert agent_redis.ttl(stream_key(turn.uuid)) > 0, "the stream expires after the turn"
+    assert agent_redis.ttl(chat_redis.keys().stream(turn.uuid)) > 0, "the stream expires after the turn"
     assert [e for m in layer_messages for e in m["events"]] == events, (
         "the group got the same events, in order"
     )
@@ -143,7 +144,8 @@ def test_stop_cancels_mid_stream_and_keeps_the_partial_answer(agent_redis, make_
     turn = make_turn()
     long = Reply(reasoning="thinking " * 20, content="partial " * 200, piece=8, delay=0.01)
     with ScriptedModelServer([long]) as server:
-        threading.Timer(0.8, control.request_cancel, args=[turn.uuid]).start()
+        cancel = (chat_redis.sync_client(), chat_redis.keys(), turn.uuid)
+        threading.Timer(0.8, request_cancel, args=cancel).start()
         t0 = time.monotonic()
         execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
         elapsed = time.monotonic() - t0
@@ -233,7 +235,7 @@ def test_database_writes_per_step_stay_constant_over_300_steps(agent_redis, make
 
 
 def test_a_sweep_probe_leaves_a_turn_with_a_live_lease_alone(agent_redis, make_turn):
-    from agent.tasks import run_turn
+    from chat.tasks import run_turn
 
     turn = make_turn()
     store.claim_turn(turn.id, "some-live-worker", lease_seconds=30)
@@ -256,7 +258,8 @@ def test_the_background_publisher_keeps_order_and_text_while_merging_a_backlog_o
         ev.ContentDelta("d"),
     ]
     turn = uuid.uuid4()
-    publisher = BackgroundPublisher(EventPublisher(agent_redis, None, turn, uuid.uuid4()))
+    stream = TurnStream(agent_redis, chat_redis.keys(), turn)
+    publisher = BackgroundPublisher(EventPublisher(stream, None, chat_redis.keys().group(uuid.uuid4())))
     sent = []
     for i in range(300):
         sent.append(ev.ContentDelta(text=f"{i} "))
@@ -267,7 +270,7 @@ def test_the_background_publisher_keeps_order_and_text_while_merging_a_backlog_o
     for event in sent:
         publisher.publish(event)
     publisher.close(finished=True)
-    got = [json.loads(f[b"e"]) for _, f in agent_redis.xrange(stream_key(turn))]
+    got = [json.loads(f[b"e"]) for _, f in agent_redis.xrange(chat_redis.keys().stream(turn))]
     assert [e["seq"] for e in got] == list(range(1, len(got) + 1))
     assert "".join(e["text"] for e in got if e["type"] == "content.delta") == "".join(
         f"{i} " for i in range(300)
