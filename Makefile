@@ -18,19 +18,19 @@ export PORT INFERENCE_PORT
 .PHONY: run setup test services stop lint format clean-var
 
 run: $(KERNEL_STAMP)
-	$(PY) -m kimiweb.stack run
+	$(PY) -m devstack.stack run
 
 setup: $(KERNEL_STAMP)
-	$(PY) -m kimiweb.stack setup
+	$(PY) -m devstack.stack setup
 
 test: $(KERNEL_STAMP)
-	$(PY) -m kimiweb.stack test $(PYTEST_ARGS)
+	$(PY) -m devstack.stack test $(PYTEST_ARGS)
 
 services: $(STAMP)
-	$(PY) -m kimiweb.services up
+	$(PY) -m devstack.services up
 
 stop: $(STAMP)
-	$(PY) -m kimiweb.services down
+	$(PY) -m devstack.services down
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

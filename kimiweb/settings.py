@@ -10,7 +10,7 @@ from pathlib import Path
 
 import environ
 
-from kimiweb.services import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from devstack.services import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from django.conf import settings
 
-from kimiweb import services
+from devstack import services
 
 BASE_DIR = Path(settings.BASE_DIR)
 ADMIN = {"ADMIN_USERNAME": "smoke-admin", "ADMIN_PASSWORD": "smoke-admin-passphrase-123"}

@@ -1,4 +1,4 @@
-"""`python -m kimiweb.services up`: use the Postgres and Redis that answer, else start embedded ones under var/."""
+"""`python -m devstack.services up`: use the Postgres and Redis that answer, else start embedded ones under var/."""
 
 import os
 import shutil
@@ -15,7 +15,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from kimiweb import services
+from devstack import services
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -93,7 +93,7 @@ def test_with_nothing_answering_embedded_postgres_and_redis_start_and_migrations
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:{pg_port}/kimiweb",
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/2",
     }
-    up = run_module("-m", "kimiweb.services", "up", "--var-dir", str(var_dir), **closed)
+    up = run_module("-m", "devstack.services", "up", "--var-dir", str(var_dir), **closed)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "starting embedded PostgreSQL 16" in up.stdout
     assert "starting embedded Redis 6.2" in up.stdout
@@ -112,14 +112,14 @@ def test_with_nothing_answering_embedded_postgres_and_redis_start_and_migrations
     assert applied >= 1
 
     # A second `up` finds them running and starts nothing new.
-    again = run_module("-m", "kimiweb.services", "up", "--var-dir", str(var_dir), **closed)
+    again = run_module("-m", "devstack.services", "up", "--var-dir", str(var_dir), **closed)
     assert again.returncode == 0, again.stderr
     assert "starting embedded" not in again.stdout
     assert env_file(var_dir / "services.env") == closed
 
     pids = _server_pids(var_dir)
     assert pids
-    down = run_module("-m", "kimiweb.services", "down", "--var-dir", str(var_dir))
+    down = run_module("-m", "devstack.services", "down", "--var-dir", str(var_dir))
     assert down.returncode == 0, down.stderr
     assert services.status(var_dir) == {"postgres": None, "redis": None}
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]

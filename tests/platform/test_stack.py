@@ -1,24 +1,32 @@
-"""The `make run` launcher: hooks of other packages run only once they exist; a busy port is said in words."""
+"""The `make run` launcher: every set-up step runs (a failing one stops the start); a busy port is said in words."""
 
 import os
 import socket
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 
-from kimiweb import stack
+from devstack import stack
 
 
-def test_a_hook_runs_only_when_python_dash_m_has_something_to_run():
-    assert stack.module_runnable("kimiweb.services")  # a module
-    assert not stack.module_runnable("kimiweb")  # a package without __main__
-    assert not stack.module_runnable("inference.no_such_hook")
+def test_setup_runs_every_step_and_a_failing_one_stops_it(monkeypatch):
+    ran = []
+
+    def fail_on_import(*args):
+        ran.append(args)
+        if args[0] == "import_documents":
+            raise subprocess.CalledProcessError(1, ["manage.py", *args])
+
+    monkeypatch.setattr(stack, "manage", fail_on_import)
+    with pytest.raises(subprocess.CalledProcessError):
+        stack.setup()
+    assert [a[0] for a in ran] == ["migrate", "ensure_admin", "collectstatic", "import_documents"]
 
 
-def test_a_missing_django_command_is_skipped_not_failed():
-    assert stack.django_command_exists("ensure_admin")
-    assert not stack.django_command_exists("no_such_command")
+def test_run_starts_the_inference_server_with_web_and_worker():
+    assert stack.PROCESS_NAMES == ["web", "worker", "inference"]
 
 
 def test_the_children_find_the_venv_programs_and_talk_to_the_local_inference_port(monkeypatch):
@@ -37,7 +45,7 @@ def test_run_refuses_a_busy_web_port_before_starting_anything(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "kimiweb.stack", "run", "--var-dir", str(tmp_path)],
+            [sys.executable, "-m", "devstack.stack", "run", "--var-dir", str(tmp_path)],
             cwd=settings.BASE_DIR,
             env={**os.environ, "PORT": str(port)},
             capture_output=True,

