@@ -56,6 +56,10 @@ class TurnInProgress(ChatError):
     status = 409
 
 
+class ServerBusy(ChatError):
+    status = 503
+
+
 # -- turns ---------------------------------------------------------------------------------------
 
 
@@ -70,18 +74,31 @@ def check_message(text: str) -> str:
     return text
 
 
-def check_rate_limit(user) -> None:
-    """A fixed one-minute window per user, counted in Redis so every web process shares it."""
+def check_rate_limit(user, client_ip: str | None = None) -> None:
+    """Bounds on new turns: queued turns across the installation, then a one-minute window per user
+    and per client address (several accounts behind one address share it), counted in Redis so every
+    web process agrees.
+    """
+    if Turn.objects.filter(status=Turn.Status.QUEUED).count() >= settings.CHAT_MAX_QUEUED_TURNS:
+        raise ServerBusy("The server is busy answering others; try again in a minute.")
     window = int(time.time() // 60)
-    key = chat_redis.key("chat", "ratelimit", "turns", user.pk, window)
+    if _count_in_window("user", user.pk, window) > settings.CHAT_TURNS_PER_MINUTE:
+        raise RateLimited(
+            f"You have started {settings.CHAT_TURNS_PER_MINUTE} answers this minute; wait a moment and try again."
+        )
+    if client_ip and _count_in_window("ip", client_ip, window) > settings.CHAT_TURNS_PER_MINUTE_PER_IP:
+        raise RateLimited(
+            "Too many answers were started from your address this minute; wait a moment and try again."
+        )
+
+
+def _count_in_window(kind: str, who, window: int) -> int:
+    key = chat_redis.key("chat", "ratelimit", "turns", kind, who, window)
     client = chat_redis.sync_client()
     count = client.incr(key)
     if count == 1:
         client.expire(key, 120)
-    if count > settings.CHAT_TURNS_PER_MINUTE:
-        raise RateLimited(
-            f"You have started {settings.CHAT_TURNS_PER_MINUTE} answers this minute; wait a moment and try again."
-        )
+    return count
 
 
 def active_turn(conversation) -> Turn | None:
@@ -128,12 +145,12 @@ def rerun_turn(turn: Turn) -> Turn:
     return new_turn
 
 
-def start_turn(user, conversation, text: str, thinking: bool) -> Turn:
+def start_turn(user, conversation, text: str, thinking: bool, client_ip: str | None = None) -> Turn:
     """Store the user's message and a queued turn in one transaction; enqueue the turn on commit."""
     text = check_message(text)
     if active_turn(conversation) is not None:
         raise TurnInProgress("An answer is still being written; wait for it or stop it first.")
-    check_rate_limit(user)
+    check_rate_limit(user, client_ip)
     with transaction.atomic():
         return _create_turn(conversation, text, thinking)
 
@@ -149,14 +166,16 @@ def last_exchange(conversation) -> tuple[Message | None, Turn | None]:
     return message, message.turns.order_by("-created").first()
 
 
-def _branch(user, conversation, old_message: Message, text: str, thinking: bool) -> Turn:
+def _branch(
+    user, conversation, old_message: Message, text: str, thinking: bool, client_ip: str | None = None
+) -> Turn:
     """Replace the last exchange with a new one; the old question and answer stay reachable."""
     last_message, last_turn = last_exchange(conversation)
     if last_message is None or last_message.pk != old_message.pk:
         raise ChatError("Only the last message can be edited or regenerated.")
     if last_turn is not None and not last_turn.is_finished:
         raise TurnInProgress("Stop the current answer before changing it.")
-    check_rate_limit(user)
+    check_rate_limit(user, client_ip)
     with transaction.atomic():
         turn = _create_turn(conversation, text, thinking)
         Message.objects.filter(pk=old_message.pk).update(superseded_by=turn.user_message)
@@ -166,18 +185,20 @@ def _branch(user, conversation, old_message: Message, text: str, thinking: bool)
     return turn
 
 
-def regenerate(user, conversation, thinking: bool | None = None) -> Turn:
+def regenerate(user, conversation, thinking: bool | None = None, client_ip: str | None = None) -> Turn:
     """Answer the last question again; the earlier answer stays reachable."""
     message, turn = last_exchange(conversation)
     if message is None:
         raise ChatError("There is nothing to regenerate yet.")
     flag = turn.thinking if thinking is None and turn is not None else bool(thinking)
-    return _branch(user, conversation, message, message.content, flag)
+    return _branch(user, conversation, message, message.content, flag, client_ip)
 
 
-def edit_and_resend(user, conversation, message: Message, text: str, thinking: bool) -> Turn:
+def edit_and_resend(
+    user, conversation, message: Message, text: str, thinking: bool, client_ip: str | None = None
+) -> Turn:
     """Send an edited version of the last question; the original and its answer stay reachable."""
-    return _branch(user, conversation, message, check_message(text), thinking)
+    return _branch(user, conversation, message, check_message(text), thinking, client_ip)
 
 
 def _publish(turn: Turn, event) -> None:
