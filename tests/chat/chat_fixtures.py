@@ -1,9 +1,9 @@
 """Test helpers for the chat page: conversations and turns as the worker leaves them, and a publisher
 that speaks the worker's protocol.
 
-`EventPublisher` is not a mock: it appends events to the turn's Redis stream (`<seq>-0`, field `e`)
-and group_sends them to the conversation's Channels group exactly as the agent worker does, so the
-consumer under test sees what production sees.
+`EventPublisher` is not a mock: it publishes through `agent.stream` (the turn's Redis stream, then the
+one `turn.events` Channels message to the conversation's group), the code the worker publishes with,
+so the consumer under test sees what production sees.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from agent.events import STREAM_FIELD, Event, group_name, stream_key
+from agent.events import Event
+from agent.stream import TurnStream, live_message
+from chat import redis as chat_redis
 from chat.models import Conversation, Message, Step, ToolCall, Turn
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -33,39 +35,36 @@ def _publisher_loop() -> asyncio.AbstractEventLoop:
 
 
 class EventPublisher:
-    """Publish a turn's events with contiguous seq numbers, like agent.tasks.run_turn."""
+    """Publish a turn's events with contiguous seq numbers, as the worker's publisher does."""
 
     def __init__(self, turn: Turn):
         self.turn = turn
-        self.conversation_uuid = str(turn.conversation.uuid)
+        self.group = chat_redis.keys().group(turn.conversation.uuid)
         self.seq = 0
         self.redis = redis_lib.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        self.stream = TurnStream(self.redis, chat_redis.keys(), turn.uuid)
 
     def wire(self, event: Event) -> dict:
-        self.seq += 1
-        data = event.to_dict(seq=self.seq, turn=str(self.turn.uuid))
-        self.redis.xadd(stream_key(self.turn.uuid), {STREAM_FIELD: json.dumps(data)}, id=f"{self.seq}-0")
+        (data,) = self.stream.append([event], after=self.seq)
+        self.seq = data["seq"]
         return data
 
     def emit(self, event: Event, *, to_group: bool = True) -> dict:
         """Publish from synchronous code (also where a browser driver owns this thread's loop)."""
         data = self.wire(event)
         if to_group:
-            message = {"type": "turn.event", "event": data}
-            coro = get_channel_layer().group_send(group_name(self.conversation_uuid), message)
+            coro = get_channel_layer().group_send(self.group, live_message([data]))
             asyncio.run_coroutine_threadsafe(coro, _publisher_loop()).result(10)
         return data
 
     async def aemit(self, event: Event, *, to_group: bool = True) -> dict:
         data = self.wire(event)
         if to_group:
-            await get_channel_layer().group_send(
-                group_name(self.conversation_uuid), {"type": "turn.event", "event": data}
-            )
+            await get_channel_layer().group_send(self.group, live_message([data]))
         return data
 
     def drop_stream(self):
-        self.redis.delete(stream_key(self.turn.uuid))
+        self.stream.delete()
 
 
 def make_conversation(owner, title="A chat") -> Conversation:

@@ -25,7 +25,7 @@ def publisher():
 def _fresh_rate_limits():
     """Rate-limit counters are per user id, and ids restart with each test database."""
     client = redis_lib.Redis.from_url(settings.REDIS_URL, decode_responses=True)
-    for key in client.scan_iter("chat:ratelimit:*"):
+    for key in client.scan_iter(f"{settings.KIMIWEB_NAMESPACE}:chat:ratelimit:*"):
         client.delete(key)
     yield
     client.close()

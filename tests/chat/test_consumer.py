@@ -20,10 +20,10 @@ from agent.events import (
     ToolCallStarted,
     TurnFinished,
     TurnStarted,
-    cancel_key,
 )
+from agent.stream import cancel_requested, live_message
+from chat import redis as chat_redis
 from chat.models import Message, Turn
-from chat.replay import sync_redis
 from kimiweb.asgi import application
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_consumer_connections")]
@@ -183,7 +183,7 @@ async def test_duplicate_and_out_of_order_live_events_are_dropped_or_filled_from
     # The channel layer delivers seq 1 again: dropped.
     from channels.layers import get_channel_layer
 
-    await get_channel_layer().group_send(f"conversation.{conv.uuid}", {"type": "turn.event", "event": first})
+    await get_channel_layer().group_send(pub.group, live_message([first]))
     # Seq 2 reaches the stream but its group message is lost; seq 3 arrives: 2 is fetched first.
     await pub.aemit(ReasoningDelta(text="[two]"), to_group=False)
     await pub.aemit(ReasoningDelta(text="[three]"))
@@ -248,8 +248,8 @@ async def test_stop_raises_the_cancel_flag_of_the_running_turn(running_turn, ali
     await comm.send_json_to({"action": "resume", "turn": str(running_turn.uuid), "after": 0})
     await comm.send_json_to({"action": "stop"})
     await drain(comm, 0.3)
-    assert sync_redis().get(cancel_key(running_turn.uuid)) in ("1", "true", "True")
-    sync_redis().delete(cancel_key(running_turn.uuid))
+    assert cancel_requested(chat_redis.sync_client(), chat_redis.keys(), running_turn.uuid)
+    chat_redis.sync_client().delete(chat_redis.keys().cancel(running_turn.uuid))
     await comm.disconnect()
 
 
@@ -303,9 +303,7 @@ async def test_a_stream_trimmed_by_its_length_cap_is_rebuilt_from_postgres(alice
     pub = await database_sync_to_async(publisher)(turn)
     for i in range(5):
         await pub.aemit(ReasoningDelta(text=f"d{i}"), to_group=False)
-    sync_redis().xtrim(
-        f"turn:{turn.uuid}:events", minid="3-0", approximate=False
-    )  # what XADD MAXLEN does to long turns
+    pub.redis.xtrim(pub.stream.key, minid="3-0", approximate=False)  # what XADD MAXLEN does to long turns
     comm, _, _ = await connect(conv, alice)
     await comm.send_json_to({"action": "resume", "turn": str(turn.uuid), "after": 0})
     text = await read_until(comm, lambda t: "Checkpointed <strong>answer</strong>" in t)
