@@ -8,7 +8,7 @@ On the wire an event is a flat JSON object: `{"seq": 7, "turn": "<uuid>", "type"
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -104,6 +104,16 @@ class TurnFinished(Event):
     reasoning: str = ""
 
 
+@dataclass
+class TurnStatus(Event):
+    """A line for the turn's status while it waits on something, e.g. the model server ("" clears it).
+
+    Not part of the answer: the page shows it, Postgres does not keep it."""
+
+    type: ClassVar[str] = "turn.status"
+    text: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -117,6 +127,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolCallFinished,
         StepFinished,
         TurnFinished,
+        TurnStatus,
     )
 }
 
@@ -124,5 +135,5 @@ EVENT_TYPES: dict[str, type[Event]] = {
 def event_from_dict(data: dict) -> Event:
     """Rebuild an event from its wire form (dropping the `seq`/`turn` stamp); KeyError for an unknown type."""
     cls = EVENT_TYPES[data["type"]]
-    names = cls.__dataclass_fields__.keys()
+    names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})

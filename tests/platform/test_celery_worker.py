@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+import redis as redis_lib
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 
@@ -29,11 +30,28 @@ def test_the_broker_and_results_are_the_configured_redis():
     assert app.conf.result_backend.startswith("redis://")
 
 
+def test_every_broker_and_result_key_carries_the_namespace():
+    prefix = f"{settings.KIMIWEB_NAMESPACE}:"
+    assert app.conf.broker_transport_options["global_keyprefix"] == prefix
+    assert app.conf.result_backend_transport_options["global_keyprefix"] == prefix
+
+
+def test_the_turn_tasks_keep_their_registered_names():
+    app.loader.import_default_modules()
+    assert {"agent.tasks.run_turn", "agent.tasks.resume_orphaned_turns"} <= set(app.tasks)
+    assert app.conf.beat_schedule["resume-orphaned-turns"]["task"] == "agent.tasks.resume_orphaned_turns"
+
+
 @pytest.mark.timeout(60)
-def test_a_task_round_trips_through_a_real_worker():
-    # A queue of its own, so a `make run` worker on the same Redis cannot take the task.
+def test_a_task_round_trips_through_a_real_worker_under_the_namespace():
     queue = f"platform-test-{uuid.uuid4().hex[:8]}"
     with start_worker(app, pool="solo", perform_ping_check=False, queues=[queue], shutdown_timeout=20):
         result = multiply.apply_async((6, 7), queue=queue)
         assert result.get(timeout=30) == 42
         assert result.status == "SUCCESS"
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+    try:
+        assert client.exists(f"{settings.KIMIWEB_NAMESPACE}:celery-task-meta-{result.id}")
+        assert not client.exists(f"celery-task-meta-{result.id}")
+    finally:
+        client.close()

@@ -9,7 +9,9 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
-from agent.events import ContentDelta, group_name
+from agent.events import ContentDelta
+from agent.stream import live_message, wire
+from chat import redis as chat_redis
 from chat.models import Conversation, Message, Turn
 from kimiweb.asgi import application
 
@@ -65,10 +67,8 @@ async def test_the_owner_connects_and_receives_events_sent_to_the_conversation_g
 
     turn = await running_turn_in(conversation)
     marker = f"hello-through-redis-{uuid.uuid4().hex[:8]}"
-    event = ContentDelta(text=marker).to_dict(seq=1, turn=str(turn.uuid))
-    await get_channel_layer().group_send(
-        group_name(conversation.uuid), {"type": "turn.event", "event": event}
-    )
+    event = wire(ContentDelta(text=marker), seq=1, turn_uuid=turn.uuid)
+    await get_channel_layer().group_send(chat_redis.keys().group(conversation.uuid), live_message([event]))
     assert marker in await receive_until(communicator, marker)
     await communicator.disconnect()
 
