@@ -114,7 +114,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_send(self.group, {"type": "turn.created", "turn": projection.uuid})
 
     def _start_turn(self, text, thinking):
-        turn = services.start_turn(self.user, self.conversation, text, thinking)
+        client_ip = (self.scope.get("client") or [None])[0]
+        turn = services.start_turn(self.user, self.conversation, text, thinking, client_ip=client_ip)
         pref = services.preferences(self.user)
         if pref.long_thinking != thinking:
             pref.long_thinking = thinking

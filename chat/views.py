@@ -24,6 +24,11 @@ from .models import Conversation, Message, Turn
 PAGE_SIZE = 30
 
 
+def _client_ip(request) -> str | None:
+    """The client's address as Daphne reports it (X-Forwarded-For only with --proxy-headers)."""
+    return request.META.get("REMOTE_ADDR") or None
+
+
 def _owned(request, uuid) -> Conversation:
     return get_object_or_404(Conversation, uuid=uuid, owner=request.user)
 
@@ -78,7 +83,11 @@ def new_conversation(request):
     conversation = Conversation.objects.create(owner=request.user)
     try:
         services.start_turn(
-            request.user, conversation, form.cleaned_data["text"], form.cleaned_data["thinking"]
+            request.user,
+            conversation,
+            form.cleaned_data["text"],
+            form.cleaned_data["thinking"],
+            client_ip=_client_ip(request),
         )
     except services.ChatError as exc:
         conversation.delete()
@@ -173,7 +182,12 @@ def regenerate(request, turn_uuid):
     turn = get_object_or_404(Turn, uuid=turn_uuid, conversation__owner=request.user)
     conv = turn.conversation
     try:
-        services.regenerate(request.user, conv, thinking=request.POST.get("thinking") == "on" or None)
+        services.regenerate(
+            request.user,
+            conv,
+            thinking=request.POST.get("thinking") == "on" or None,
+            client_ip=_client_ip(request),
+        )
     except services.ChatError as exc:
         return HttpResponse(exc.message, status=exc.status)
     return redirect("chat:conversation", uuid=conv.uuid)
@@ -195,6 +209,7 @@ def edit_message(request, message_uuid):
             message,
             form.cleaned_data["text"],
             form.cleaned_data["thinking"],
+            client_ip=_client_ip(request),
         )
     except services.ChatError as exc:
         return HttpResponse(exc.message, status=exc.status)
@@ -220,16 +235,32 @@ def share(request, uuid):
     if request.POST.get("revoke"):
         services.revoke_share(conv)
     else:
+        # Unticked boxes are absent from the post: answer only, no downloads.
+        conv.share_details = request.POST.get("details") == "on"
+        conv.share_files = request.POST.get("files") == "on"
+        conv.save(update_fields=["share_details", "share_files"])
         services.share(conv)
     return redirect(reverse("chat:conversation", args=[conv.uuid]) + "?share=1#share")
 
 
 def shared(request, token):
-    """The read-only view of a shared conversation: anyone with the link, nobody once it is revoked."""
+    """The read-only view of a shared conversation: anyone with the link, nobody once it is revoked.
+
+    Without `share_details` the page holds the questions and final answers only (no reasoning, tool
+    cards, code, tool output or search results); `share_files` decides whether files can be downloaded.
+    """
     conv = get_object_or_404(Conversation, share_token=token)
     exchanges = _exchanges(conv)
     return render(
-        request, "chat/shared.html", {"conversation": conv, "exchanges": exchanges, "readonly": True}
+        request,
+        "chat/shared.html",
+        {
+            "conversation": conv,
+            "exchanges": exchanges,
+            "readonly": True,
+            "share_details": conv.share_details,
+            "share_files": conv.share_files,
+        },
     )
 
 

@@ -31,13 +31,19 @@
     document.body.classList.remove("offline");
   });
 
+  var SOCKET_CLOSED = {
+    4400: "This page is out of date: reload it.",
+    4404: "This chat is not available (deleted, or you were logged out): reload the page.",
+  };
   document.addEventListener("htmx:wsClose", function (evt) {
     document.body.classList.add("offline");
-    // 4xxx: the server closed the socket on purpose (not found, protocol mismatch); say why.
+    // 4xxx: the server closed the socket on purpose; say why (Daphne sends no close reason, so the
+    // codes are named here: chat/consumers.py).
     var close = evt.detail && evt.detail.event;
     var error = $("#composer-error");
     if (close && close.code >= 4000 && close.code < 5000 && error) {
-      error.textContent = close.reason || "The connection was closed (" + close.code + "); reload the page.";
+      error.textContent = close.reason || SOCKET_CLOSED[close.code] ||
+        "The connection was closed (code " + close.code + "); reload the page.";
       error.hidden = false;
     }
   });
