@@ -31,9 +31,7 @@ RUN pip install -e . \
 # Build-time work so nothing is downloaded, compiled or converted when containers start (a failed kernel
 # build leaves torch's int4 ops in place, and the engine says so in its log).
 RUN (python -m inference.kernels.w4a16_cpu || true) \
-    && if python -c "import importlib.util as u, sys; sys.exit(u.find_spec('inference.kimi_mini.__main__') is None)"; then \
-        python -m inference.kimi_mini build; \
-    fi \
+    && python -m kimi_mini build \
     && SECRET_KEY=collectstatic-only DEBUG=false python manage.py collectstatic --noinput -v 0
 RUN useradd --create-home --uid 1000 kimiweb && mkdir -p /app/var && chown kimiweb /app/var
 USER kimiweb

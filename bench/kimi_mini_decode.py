@@ -11,8 +11,8 @@ import torch
 from inference.engine.llm_engine import LLMEngine, generate
 from inference.engine.loader import load_model
 from inference.engine.sequence import SamplingParams
-from inference.kimi_mini.build import build
-from inference.kimi_mini.train import ARTIFACT_FILE, ARTIFACTS
+from kimi_mini.build import build
+from kimi_mini.train import ARTIFACT_FILE, ARTIFACTS
 
 
 def decode_tokens_per_s(path: Path, tokens: int, repeat: int) -> float:

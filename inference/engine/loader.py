@@ -43,7 +43,7 @@ def smollm2_gguf_path() -> Path:
 
 
 def resolve_model_path(model: str) -> Path:
-    """`default` is kimi-mini, the project's own model, once `python -m inference.kimi_mini build` (run by
+    """`default` is kimi-mini, the project's own model, once `python -m kimi_mini build` (run by
     `make run`) has built it; `KIMIWEB_DEFAULT_MODEL=smollm2` picks the bundled SmolLM2 instead, and so
     does an unbuilt kimi-mini that nobody asked for by name (with a warning that says how to build it).
     """
@@ -62,7 +62,7 @@ def resolve_model_path(model: str) -> Path:
         return smollm2_gguf_path()
     if (KIMI_MINI_DIR / "config.json").exists():
         return KIMI_MINI_DIR
-    how = f"kimi-mini is not built in {KIMI_MINI_DIR}: run python -m inference.kimi_mini build"
+    how = f"kimi-mini is not built in {KIMI_MINI_DIR}: run python -m kimi_mini build"
     if choice == "kimi-mini":
         raise FileNotFoundError(how)
     log.warning("%s (serving the bundled SmolLM2 instead)", how)

@@ -19,15 +19,6 @@ class ModelRunner:
         ]
         self._offsets = torch.arange(block_size)
 
-    @staticmethod
-    def bytes_per_token(model: torch.nn.Module, dtype: torch.dtype) -> int:
-        size = torch.tensor([], dtype=dtype).element_size()
-        total = 0
-        for layer in model.kv_cache_shapes():
-            for shape in layer:
-                total += int(torch.tensor(shape).prod()) * size
-        return total
-
     def _slots(self, seq: Sequence, n: int) -> torch.Tensor:
         table = torch.tensor(seq.block_table, dtype=torch.long)
         return (table[:, None] * self.block_size + self._offsets).reshape(-1)[:n]

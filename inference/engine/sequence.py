@@ -49,10 +49,6 @@ class Sequence:
             self.generator = torch.Generator().manual_seed(params.seed)
 
     @property
-    def num_prompt(self) -> int:
-        return len(self.prompt_ids)
-
-    @property
     def num_generated(self) -> int:
         return len(self.token_ids) - len(self.prompt_ids)
 

@@ -164,10 +164,10 @@ def test_kimi_mini_is_the_default_once_built_and_smollm2_on_request(monkeypatch,
     monkeypatch.setattr(loader, "KIMI_MINI_DIR", tmp_path / "kimi-mini")
     # Not built and not asked for by name: SmolLM2, with a warning that says how to build ours.
     assert resolve_model_path("default") == smollm2_gguf_path()
-    assert "python -m inference.kimi_mini build" in caplog.text
+    assert "python -m kimi_mini build" in caplog.text
     # Asked for by name: an unbuilt kimi-mini is an error, not a silent substitute.
     monkeypatch.setenv("KIMIWEB_DEFAULT_MODEL", "kimi-mini")
-    with pytest.raises(FileNotFoundError, match="python -m inference.kimi_mini build"):
+    with pytest.raises(FileNotFoundError, match="python -m kimi_mini build"):
         resolve_model_path("default")
     (tmp_path / "kimi-mini").mkdir()
     (tmp_path / "kimi-mini" / "config.json").write_text("{}")

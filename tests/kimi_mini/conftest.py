@@ -5,12 +5,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def built_kimi_mini(tmp_path_factory):
-    from inference.kimi_mini.build import build
-    from inference.kimi_mini.train import ARTIFACT_FILE, ARTIFACTS
+    from kimi_mini.build import build
+    from kimi_mini.train import ARTIFACT_FILE, ARTIFACTS
 
     artifact = ARTIFACTS / ARTIFACT_FILE
     if not artifact.exists():
-        pytest.skip("no committed kimi-mini artifact yet (run `python -m inference.kimi_mini train`)")
+        pytest.skip("no committed kimi-mini artifact yet (run `python -m kimi_mini train`)")
     out = tmp_path_factory.mktemp("kimi-mini-build") / "kimi-mini"
     digest = build(out, artifact)
     return out, digest

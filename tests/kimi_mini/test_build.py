@@ -10,11 +10,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from inference.kimi_mini.base import KIMI_SPECIAL_TOKENS, load_tokenizer
-from inference.kimi_mini.build import build
-from inference.kimi_mini.evaluate import load_trained
-from inference.kimi_mini.model import MiniConfig
-from inference.kimi_mini.train import ARTIFACT_FILE, ARTIFACTS
+from kimi_mini.base import KIMI_SPECIAL_TOKENS, load_tokenizer
+from kimi_mini.build import build
+from kimi_mini.evaluate import load_trained
+from kimi_mini.model import MiniConfig
+from kimi_mini.train import ARTIFACT_FILE, ARTIFACTS
 
 CHECKSUM_FILE = ARTIFACTS / "weights.sha256"
 

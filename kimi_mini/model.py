@@ -234,6 +234,3 @@ class KimiMini(nn.Module):
         sel = mask[:, 1:]
         logits = F.linear(h[sel], self.embedding())
         return F.cross_entropy(logits, ids[:, 1:][sel])
-
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
