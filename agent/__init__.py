@@ -1,3 +1,5 @@
-"""The agent: the think → tool → observe loop (`loop`), its model client, context budget and tools,
-and the worker glue that runs a turn in Celery (`tasks`), records it (`store`) and streams it
-(`publisher`). Stop a turn with `agent.control.request_cancel(turn_uuid)`."""
+"""The agent, a library without Django: the think → tool → observe loop (`loop`), its model client
+(`client`), context budget (`context`) and tools (`tools`, reading a host's documents through the
+`corpus.Corpus` protocol), the one event format (`events`), and the turn-event stream in Redis with its
+cancel flag (`stream`) that the worker's publisher (`publisher`) writes. The host application (kimiweb's
+`chat` app) runs turns in Celery, records them in Postgres and injects what tools need."""
