@@ -217,6 +217,8 @@ class AgentLoop:
             for chunk in stream:
                 if self.cancelled():
                     break
+                if chunk.status is not None:
+                    yield ev.TurnStatus(text=chunk.status)
                 if chunk.reasoning:
                     reasoning.append(chunk.reasoning)
                     yield ev.ReasoningDelta(text=chunk.reasoning)

@@ -189,6 +189,7 @@ class TurnProjection:
         self.answer_dirty = False
         self.t_created = time.monotonic()
         self.extra_context: dict = {}  # e.g. csrf_token for forms rendered outside a request
+        self.notice = ""  # what the running turn waits on (TurnStatus), shown in its status line
 
     # -- folding events -------------------------------------------------------------------------
 
@@ -230,6 +231,9 @@ class TurnProjection:
                     self._op("append", f"args-{self.uuid}-{card.k}", render_plain(delta))
             case ev.ToolCallRunning() | ev.ToolCallFinished():
                 self._tool_update(event)
+            case ev.TurnStatus(text=text):
+                self.notice = text
+                self._replace_status()
             case ev.TurnFinished():
                 self._finished(event)
 
