@@ -52,6 +52,7 @@ def stack_env(db_name: str) -> dict:
         "DATABASE_URL": url,
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "KIMIWEB_NAMESPACE": settings.KIMIWEB_NAMESPACE,  # this run's queue, streams and groups
         "DEBUG": "true",
         "DB_CONN_MAX_AGE": "0",
         "PYTHONUNBUFFERED": "1",

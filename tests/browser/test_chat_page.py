@@ -12,6 +12,7 @@ from conftest import PASSWORD, log_in
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from agent.corpus import SearchHit, SearchResults
 from agent.events import (
     ContentDelta,
     ReasoningDelta,
@@ -23,8 +24,10 @@ from agent.events import (
     ToolCallStarted,
     TurnFinished,
     TurnStarted,
-    cancel_key,
 )
+from agent.stream import cancel_requested
+from agent.tools.web_search import fit_results
+from chat import redis as chat_redis
 from chat.models import Turn
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -89,7 +92,7 @@ def test_send_with_thinking_streams_thinking_then_answer(live_url, new_page, use
 
 
 def claim_like_a_worker(turn: Turn) -> Turn:
-    """What agent.store.claim_turn does: the turn is running under a worker's lease."""
+    """What chat.recording.claim_turn does: the turn is running under a worker's lease."""
     Turn.objects.filter(pk=turn.pk).update(
         status="running", lease_owner="test-worker", started=timezone.now()
     )
@@ -138,20 +141,16 @@ def test_tool_cards_appear_where_the_model_called_them(live_url, new_page, user,
     )
     expect(card).to_contain_text("running")
     expect(card).to_contain_text("tallest mountain")
-    results = [
-        {
-            "title": "Mount Everest - Wikipedia",
-            "url": "https://en.wikipedia.org/wiki/Mount_Everest",
-            "snippet": "8,849 m",
-        },
-        {"title": "Seven Summits", "url": "https://example.org/seven", "snippet": "list"},
+    hits = [
+        SearchHit("Mount Everest - Wikipedia", "https://en.wikipedia.org/wiki/Mount_Everest", "8,849 m"),
+        SearchHit("Seven Summits", "https://example.org/seven", "list"),
     ]
     pub.emit(
         ToolCallFinished(
             call_id="functions.web_search:0",
             name="web_search",
             arguments='{"query": "tallest mountain"}',
-            result=json.dumps(results),
+            result=fit_results(SearchResults("tallest mountain", hits), 8000),  # what web_search returns
             duration_ms=1234,
         )
     )
@@ -204,7 +203,7 @@ def test_stop_mid_stream_keeps_the_partial_output(live_url, new_page, user, page
     # The worker sees the cancel flag between deltas, keeps what it has, and finishes as cancelled.
     redis = pub.redis
     deadline = time.monotonic() + 5
-    while not redis.exists(cancel_key(u)):
+    while not cancel_requested(redis, chat_redis.keys(), u):
         assert time.monotonic() < deadline, "the cancel flag was never raised"
         time.sleep(0.05)
     Turn.objects.filter(pk=turn.pk).update(status="cancelled", finished=timezone.now())
@@ -213,7 +212,7 @@ def test_stop_mid_stream_keeps_the_partial_output(live_url, new_page, user, page
     expect(page.locator(f"#status-{u}")).to_contain_text("Stopped")
     expect(page.locator(f"#answer-{u}")).to_contain_text("Essays begin with a thesis")
     expect(stop).to_be_hidden()
-    redis.delete(cancel_key(u))
+    redis.delete(chat_redis.keys().cancel(u))
     pub.drop_stream()
     assert not page_errors, page_errors
 
