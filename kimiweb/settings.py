@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "axes",
     "chat",
     "corpus",
+    "console",
 ]
 
 MIDDLEWARE = [

@@ -4,11 +4,19 @@ re-running a failed turn queues a new turn for the same user message and enqueue
 import pytest
 from django.urls import reverse
 
-from agent import tasks
-from agent.events import cancel_key, stream_key
+from chat import redis as chat_redis
+from chat import tasks
 from chat.models import Turn
 
 pytestmark = pytest.mark.django_db
+
+
+def cancel_key(turn_uuid) -> str:
+    return chat_redis.keys().cancel(turn_uuid)
+
+
+def stream_key(turn_uuid) -> str:
+    return chat_redis.keys().stream(turn_uuid)
 
 
 def _act(client, action, turns):
@@ -76,7 +84,7 @@ def test_cancel_button_is_absent_for_a_finished_turn(staff_client, staff_user, t
 
 
 def test_rerun_action_queues_a_new_turn_for_the_same_user_message(
-    staff_client, staff_user, turn_factory, django_capture_on_commit_callbacks
+    staff_client, staff_user, turn_factory, django_capture_on_commit_callbacks, monkeypatch, settings
 ):
     failed = turn_factory(staff_user, status="failed", error="model unavailable")
     done = turn_factory(staff_user, status="done")
@@ -94,10 +102,12 @@ def test_rerun_action_queues_a_new_turn_for_the_same_user_message(
     assert new.conversation_id == failed.conversation_id
     failed.refresh_from_db()
     assert failed.status == Turn.Status.FAILED  # the failed attempt stays as it was, for the record
+    assert new.model == settings.LLM_MODEL  # the same service as the chat's own turns: the model is recorded
     assert len(callbacks) == 1
-    enqueue = callbacks[0]
-    assert enqueue.func == tasks.run_turn.delay
-    assert enqueue.args == (new.pk,)
+    queued = []
+    monkeypatch.setattr(tasks.run_turn, "delay", queued.append)
+    callbacks[0]()
+    assert queued == [new.pk]
 
 
 def test_rerun_button_is_offered_only_for_a_failed_turn(staff_client, staff_user, turn_factory):

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from chat.dashboard import build_dashboard
+from console.selectors import build_dashboard
 
 pytestmark = pytest.mark.django_db
 

@@ -1,26 +1,22 @@
 """The admin console (staff only): conversations, turns with their full trace as a timeline, tool calls,
 the document corpus with an import form, operator actions (cancel, re-run) and a statistics dashboard.
 
+Admin classes here are thin: reads are in `console.selectors`, writes and operator actions in
+`console.services` (which call the chat's and the corpus's own services), forms in `console.forms`,
+charts in `console.dashboard`. The models stay in their apps, so URLs and admin names are theirs
+(`admin:chat_turn_change`, `admin:corpus_document_import`).
+
 Everything shown here was written by a user, the model or a tool, so it is untrusted: it reaches HTML
-only through auto-escaping templates or `format_html`. Trace fields are read-only: the console observes
-turns and acts on them only through the code the rest of kimiweb uses: the chat's Stop
-(`chat.services.cancel`), the worker's task (`agent.tasks.run_turn`) and the corpus importer behind
-`manage.py import_documents`.
+only through auto-escaping templates or `format_html`. Trace fields are read-only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from functools import partial
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
-from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Sum
-from django.db.models.functions import Coalesce, Length
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -29,66 +25,16 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
-from corpus import services as corpus_services
+from chat.models import Conversation, Message, Step, ToolCall, Turn
 from corpus.models import Document
 
-from . import dashboard, services
-from .dashboard import format_duration
-from .models import Conversation, Message, Step, ToolCall, Turn
+from . import dashboard, selectors, services
+from .forms import DocumentImportForm
+from .services import CANCELLABLE, RERUNNABLE
 
 log = logging.getLogger(__name__)
 
 ADMIN_CSS = "kimiweb_admin/admin.css"
-
-CANCELLABLE = (Turn.Status.QUEUED, Turn.Status.RUNNING)
-RERUNNABLE = (Turn.Status.FAILED,)
-
-
-# --- helpers -----------------------------------------------------------------------------------------
-
-
-def _count_of(model, fk: str, **filters) -> Coalesce:
-    """A correlated COUNT subquery: counts per row without joining (and multiplying) other relations."""
-    counted = (
-        model.objects.filter(**{fk: OuterRef("pk")}, **filters)
-        .order_by()
-        .values(fk)
-        .annotate(n=Count("*"))
-        .values("n")
-    )
-    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
-
-
-def pretty_json(text: str) -> tuple[str, bool]:
-    """Indented JSON when `text` parses as JSON, else the raw text; and whether it parsed."""
-    if not text:
-        return "", False
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False), True
-    except (ValueError, TypeError):
-        return text, False
-
-
-def duration_ms(start, end) -> int | None:
-    if start is None or end is None:
-        return None
-    return round((end - start).total_seconds() * 1000)
-
-
-def rerun_turn(turn: Turn) -> Turn:
-    """A new queued Turn answering the same user message; enqueued once the transaction commits."""
-    # Imported here: the worker's module pulls in the model client and tools the console never uses.
-    from agent.tasks import run_turn
-
-    with transaction.atomic():
-        new_turn = Turn.objects.create(
-            conversation_id=turn.conversation_id,
-            user_message_id=turn.user_message_id,
-            status=Turn.Status.QUEUED,
-            thinking=turn.thinking,
-        )
-        transaction.on_commit(partial(run_turn.delay, new_turn.id))
-    return new_turn
 
 
 # --- conversations -----------------------------------------------------------------------------------
@@ -157,14 +103,7 @@ class ConversationAdmin(admin.ModelAdmin):
     list_per_page = 50
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                message_count=_count_of(Message, "conversation"),
-                turn_count=_count_of(Turn, "conversation"),
-            )
-        )
+        return selectors.conversations_with_counts(super().get_queryset(request))
 
     def has_add_permission(self, request):
         return False
@@ -197,60 +136,12 @@ class ToolNameFilter(admin.SimpleListFilter):
     parameter_name = "tool"
 
     def lookups(self, request, model_admin):
-        names = ToolCall.objects.order_by("name").values_list("name", flat=True).distinct()[:100]
-        return [(name, name) for name in names]
+        return [(name, name) for name in selectors.tool_names()]
 
     def queryset(self, request, queryset):
         if not self.value():
             return queryset
-        return queryset.filter(Exists(ToolCall.objects.filter(step__turn=OuterRef("pk"), name=self.value())))
-
-
-def build_timeline(turn: Turn) -> dict:
-    """The turn's steps in order, each with its tool calls in order: exactly two queries, whatever the size."""
-    steps = list(Step.objects.filter(turn_id=turn.pk).order_by("index", "id"))
-    calls_by_step: dict[int, list[dict]] = {step.id: [] for step in steps}
-    status_counts: dict[str, int] = {}
-    name_counts: dict[str, int] = {}
-    for call in ToolCall.objects.filter(step__turn_id=turn.pk).order_by("step__index", "index", "id"):
-        arguments, arguments_json = pretty_json(call.arguments)
-        result, result_json = pretty_json(call.result)
-        ms = duration_ms(call.started, call.finished)
-        calls_by_step.setdefault(call.step_id, []).append(
-            {
-                "call": call,
-                "arguments": arguments,
-                "arguments_json": arguments_json,
-                "result": result,
-                "result_json": result_json,
-                "duration": format_duration(ms),
-            }
-        )
-        status_counts[call.status] = status_counts.get(call.status, 0) + 1
-        name_counts[call.name] = name_counts.get(call.name, 0) + 1
-    origin = turn.started or turn.created
-    entries = []
-    for step in steps:
-        usage = step.usage if isinstance(step.usage, dict) else {}
-        entries.append(
-            {
-                "step": step,
-                "offset": format_duration(duration_ms(origin, step.started))
-                if origin and step.started
-                else "—",
-                "duration": format_duration(duration_ms(step.started, step.finished)),
-                "usage": ", ".join(f"{k}: {v}" for k, v in usage.items() if not isinstance(v, dict | list)),
-                "usage_json": json.dumps(usage, indent=2, ensure_ascii=False) if usage else "",
-                "tool_calls": calls_by_step.get(step.id, []),
-            }
-        )
-    return {
-        "entries": entries,
-        "step_count": len(steps),
-        "tool_call_count": sum(status_counts.values()),
-        "tool_status_counts": sorted(status_counts.items()),
-        "tool_name_counts": sorted(name_counts.items(), key=lambda kv: (-kv[1], kv[0])),
-    }
+        return selectors.turns_that_called(queryset, self.value())
 
 
 @admin.register(Turn)
@@ -315,7 +206,7 @@ class TurnAdmin(admin.ModelAdmin):
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(tool_call_count=_count_of(ToolCall, "step__turn"))
+        return selectors.turns_with_tool_call_counts(super().get_queryset(request))
 
     def get_search_results(self, request, queryset, search_term):
         """Besides the text fields, a pasted turn UUID (from a log line) finds its turn."""
@@ -350,7 +241,7 @@ class TurnAdmin(admin.ModelAdmin):
 
     @admin.display(description="duration")
     def duration(self, turn):
-        return format_duration(duration_ms(turn.started, turn.finished))
+        return selectors.format_duration(selectors.duration_ms(turn.started, turn.finished))
 
     @admin.display(description="user message")
     def question(self, turn):
@@ -371,13 +262,9 @@ class TurnAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected running turns", permissions=["operate"])
     def cancel_turns(self, request, queryset):
-        cancelled = skipped = 0
-        for turn in queryset.select_related(None).select_related("conversation"):
-            if turn.status not in CANCELLABLE:
-                skipped += 1
-                continue
-            services.cancel(turn)  # the chat's own Stop: flag for the worker, or cancel if unclaimed
-            cancelled += 1
+        cancelled, skipped = services.cancel_turns(
+            queryset.select_related(None).select_related("conversation")
+        )
         if cancelled:
             self.message_user(request, f"Cancel requested for {cancelled} turn(s).", messages.SUCCESS)
         if skipped:
@@ -387,14 +274,11 @@ class TurnAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected failed turns", permissions=["operate"])
     def rerun_turns(self, request, queryset):
-        created, skipped = [], 0
-        for turn in queryset.select_related(None).only(
-            "id", "conversation_id", "user_message_id", "status", "thinking"
-        ):
-            if turn.status not in RERUNNABLE:
-                skipped += 1
-                continue
-            created.append(rerun_turn(turn))
+        created, skipped = services.rerun_turns(
+            queryset.select_related(None).only(
+                "id", "conversation_id", "user_message_id", "status", "thinking"
+            )
+        )
         if created:
             self.message_user(
                 request,
@@ -410,7 +294,7 @@ class TurnAdmin(admin.ModelAdmin):
         extra_context = dict(extra_context or {})
         turn = self.get_object(request, object_id)
         if turn is not None:
-            extra_context["timeline"] = build_timeline(turn)
+            extra_context["timeline"] = selectors.build_timeline(turn)
             extra_context["can_cancel"] = turn.status in CANCELLABLE and self.has_operate_permission(request)
             extra_context["can_rerun"] = turn.status in RERUNNABLE and self.has_operate_permission(request)
         return super().change_view(request, object_id, form_url, extra_context)
@@ -420,13 +304,7 @@ class TurnAdmin(admin.ModelAdmin):
         # each; and the admin asks for the object twice per page, so keep it for the request.
         cache = request.__dict__.setdefault("_kimiweb_turns", {})
         if object_id not in cache:
-            queryset = self.get_queryset(request).select_related(
-                "conversation__owner", "user_message", "answer"
-            )
-            try:
-                cache[object_id] = queryset.get(pk=int(object_id))
-            except (Turn.DoesNotExist, ValueError, TypeError):
-                cache[object_id] = None
+            cache[object_id] = selectors.turn_for_page(self.get_queryset(request), object_id)
         return cache[object_id]
 
     def get_urls(self):
@@ -456,7 +334,7 @@ class TurnAdmin(admin.ModelAdmin):
                 request,
                 turn_id,
                 CANCELLABLE,
-                services.cancel,
+                services.cancel_turn,
                 lambda _: "Cancel requested; the worker stops at its next check.",
             )
         )(request)
@@ -464,7 +342,11 @@ class TurnAdmin(admin.ModelAdmin):
     def rerun_view(self, request, turn_id):
         return require_POST(
             lambda request: self._operate_on(
-                request, turn_id, RERUNNABLE, rerun_turn, lambda new: f"Queued a new turn {new.uuid}."
+                request,
+                turn_id,
+                RERUNNABLE,
+                services.rerun_turn,
+                lambda new: f"Queued a new turn {new.uuid}.",
             )
         )(request)
 
@@ -476,7 +358,7 @@ class TurnAdmin(admin.ModelAdmin):
         except ValueError:
             days = 30
         days = min(max(days, 1), 366)
-        board = dashboard.build_dashboard(days=days)
+        board = selectors.build_dashboard(days=days)
         context = {
             **self.admin_site.each_context(request),
             "title": "Agent dashboard",
@@ -532,7 +414,7 @@ class StepAdmin(ReadOnlyTraceAdmin):
     raw_id_fields = ("turn",)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(tool_call_count=_count_of(ToolCall, "step"))
+        return selectors.steps_with_tool_call_counts(super().get_queryset(request))
 
     @admin.display(description="turn")
     def turn_link(self, step):
@@ -582,85 +464,23 @@ class ToolCallAdmin(ReadOnlyTraceAdmin):
 
     @admin.display(description="duration")
     def duration(self, call):
-        return format_duration(duration_ms(call.started, call.finished))
+        return selectors.format_duration(selectors.duration_ms(call.started, call.finished))
 
     @admin.display(description="arguments")
     def pretty_arguments(self, call):
-        text, _ = pretty_json(call.arguments)
+        text, _ = selectors.pretty_json(call.arguments)
         return format_html('<pre class="kw-pre">{}</pre>', text)
 
     @admin.display(description="result")
     def result_text(self, call):
-        text, _ = pretty_json(call.result)
+        text, _ = selectors.pretty_json(call.result)
         return format_html('<pre class="kw-pre">{}</pre>', text)
 
 
 # --- documents ---------------------------------------------------------------------------------------
 
 
-class MultipleFileInput(forms.ClearableFileInput):
-    allow_multiple_selected = True
-
-
-class MultipleFileField(forms.FileField):
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleFileInput())
-        super().__init__(*args, **kwargs)
-
-    def clean(self, data, initial=None):
-        single = super().clean
-        if isinstance(data, list | tuple):
-            return [single(d, initial) for d in data]
-        return [single(data, initial)] if data else []
-
-
-class DocumentImportForm(forms.Form):
-    files = MultipleFileField(
-        required=False,
-        help_text="Text, Markdown or HTML files; each becomes one document (HTML is converted).",
-    )
-    urls = forms.CharField(
-        label="URLs",
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 6, "cols": 80, "placeholder": "https://example.org/page\n…"}),
-        help_text="One http(s) URL per line; each page is fetched through the agent's guarded browser.",
-    )
-    source = forms.CharField(
-        required=False,
-        max_length=200,
-        help_text="A label stored on each imported document (e.g. 'docs-2026').",
-    )
-
-    MAX_URLS = 500
-
-    def clean_urls(self):
-        lines = [line.strip() for line in self.cleaned_data["urls"].splitlines() if line.strip()]
-        validate = forms.URLField(assume_scheme="https").clean
-        urls, bad = [], []
-        for line in lines:
-            try:
-                url = validate(line)
-            except forms.ValidationError:
-                bad.append(line)
-                continue
-            if not url.lower().startswith(("http://", "https://")):
-                bad.append(line)
-                continue
-            urls.append(url)
-        if bad:
-            raise forms.ValidationError(
-                "Not an http(s) URL: %(bad)s",
-                params={"bad": ", ".join(Truncator(b).chars(80) for b in bad[:5])},
-            )
-        if len(urls) > self.MAX_URLS:
-            raise forms.ValidationError(f"At most {self.MAX_URLS} URLs per import.")
-        return urls
-
-    def clean(self):
-        data = super().clean()
-        if not data.get("files") and not data.get("urls") and not self.errors:
-            raise forms.ValidationError("Choose files to upload or list URLs to fetch.")
-        return data
+# --- documents ---------------------------------------------------------------------------------------
 
 
 @admin.register(Document)
@@ -674,18 +494,13 @@ class DocumentAdmin(admin.ModelAdmin):
     list_per_page = 100
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(chars=Length("text"))
+        return selectors.documents_with_length(super().get_queryset(request))
 
     def get_search_results(self, request, queryset, search_term):
         """Title/URL substrings, plus the same indexed full-text match the offline search tool uses."""
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         if search_term.strip():
-            from django.contrib.postgres.search import SearchQuery
-
-            matches = self.get_queryset(request).filter(
-                search_vector=SearchQuery(search_term, config="english", search_type="websearch")
-            )
-            queryset = queryset | matches
+            queryset = queryset | selectors.documents_matching(self.get_queryset(request), search_term)
         return queryset, may_have_duplicates
 
     @admin.display(description="title", ordering="title")
@@ -697,15 +512,11 @@ class DocumentAdmin(admin.ModelAdmin):
         return f"{document.chars:,}"
 
     def changelist_view(self, request, extra_context=None):
-        totals = Document.objects.aggregate(
-            documents=Count("id"), characters=Coalesce(Sum(Length("text")), 0)
-        )
-        by_source = list(
-            Document.objects.values("source")
-            .annotate(documents=Count("id"))
-            .order_by("-documents", "source")[:20]
-        )
-        extra_context = {**(extra_context or {}), "corpus_totals": totals, "corpus_by_source": by_source}
+        extra_context = {
+            **(extra_context or {}),
+            "corpus_totals": selectors.corpus_totals(),
+            "corpus_by_source": selectors.corpus_by_source(),
+        }
         return super().changelist_view(request, extra_context)
 
     def get_urls(self):
@@ -720,7 +531,7 @@ class DocumentAdmin(admin.ModelAdmin):
         form = DocumentImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                result = corpus_services.import_uploads_and_urls(
+                result = services.import_documents(
                     files=form.cleaned_data["files"],
                     urls=form.cleaned_data["urls"],
                     source=form.cleaned_data["source"],
@@ -742,6 +553,3 @@ class DocumentAdmin(admin.ModelAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/corpus/document/import.html", context)
-
-
-__all__ = ["build_timeline", "pretty_json", "rerun_turn"]
