@@ -24,6 +24,7 @@ setup: $(KERNEL_STAMP)
 	$(PY) -m devstack.stack setup
 
 test: $(KERNEL_STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m devstack.stack test $(PYTEST_ARGS)
 
 services: $(STAMP)
@@ -35,6 +36,7 @@ stop: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
