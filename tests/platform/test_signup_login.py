@@ -1,10 +1,21 @@
 """Accounts: sign up (with Django's password validation), log in, log out."""
 
+import secrets
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from django.urls import reverse
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client():
+    """A client from an address of its own: sign-ups are counted per address in Redis, across runs."""
+    return Client(
+        REMOTE_ADDR=f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+    )
 
 
 def test_login_page_renders_a_labelled_form(client):
@@ -77,3 +88,12 @@ def test_logout_needs_a_post_so_a_link_cannot_sign_anyone_out(client, make_user)
     assert response.status_code == 302
     assert response["Location"] == reverse("login")
     assert "_auth_user_id" not in client.session
+
+
+def test_the_login_page_offers_a_password_reset(client):
+    assert reverse("password_reset") in client.get(reverse("login")).content.decode()
+
+
+def test_password_change_needs_a_login(client):
+    response = client.get(reverse("password_change"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
