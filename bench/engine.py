@@ -7,10 +7,10 @@ Moonlight-shaped MoE (fewer layers, random weights) with INT4 vs bf16 experts.
 
 `--clock cpu` (default) times with this process's CPU time, so other people's processes on a shared
 machine inflate the figures less than they would wall time; run with `--threads 1` for it to mean what
-it says. `--clock wall --threads 2` measures the machine as deployed; it is what showed the engine thread's OpenMP
-workers being parked between ops (fixed 2026-11-29: single-stream decode of the default model 16.4 ->
-24.8-26.7 tok/s, time to first token 50-53 -> 37-39 ms). llama-cpp-python is benchmarked when it is importable
-(it is not installed by default).
+it says. `--clock wall --threads 2` measures the machine as deployed (both cores, OpenMP workers included).
+llama-cpp-python is benchmarked when it is importable (it is not installed by default).
+
+Results: bench/results/engine.md (newest first).
 """
 
 from __future__ import annotations

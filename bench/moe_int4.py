@@ -6,38 +6,7 @@ Same routing and token grouping for both; bf16 is torch matmul on dequantized ex
 the experts a call touches (int4 words + scales) per second, against a copy measured in the same run.
 On a shared machine, run it when it is quiet (`uptime`): other processes make both columns noisy.
 
-Results, 2026-11-29 (third session), 2-core Sapphire Rapids VM (AVX-512 BF16, AMX), torch 2.13.0, native kernel
-(dot products for 1-2 tokens per expert, AMX above; the whole MoE in one C++ call). Medians of three runs, each
-column on its own, with the range. Default clock (wall, both cores; copy bandwidth 23.6-25.8 GB/s):
-
-    shape       M   int4 ms (range)      bf16 ms (range)     bf16/int4 (range)    % copy BW (range)
-    Kimi K2     1     9.6 (9.5-10.3)      35.4 (34.6-52.8)   3.72x (3.36-5.48)    80% (75-88)
-    Kimi K2     2    14.4 (13.9-14.6)     39.9 (38.4-40.0)   2.75x (2.75-2.76)    62% (60-65)
-    Kimi K2     4    26.7 (26.1-27.4)     71.3 (69.2-71.5)   2.67x (2.53-2.74)    59% (57-63)
-    Kimi K2     8    31.9 (31.6-32.4)     71.3 (70.6-71.6)   2.24x (2.18-2.27)    48% (48-53)
-    Kimi K2    16    32.8 (32.3-33.6)     73.1 (71.7-75.8)   2.23x (2.22-2.25)    48% (46-51)
-    Kimi K2    64    45.7 (42.8-45.7)     97.4 (93.7-101)    2.19x (2.13-2.20)    34% (34-39)
-    Kimi K2   256   136 (135-141)        191 (190-200)       1.40x (1.34-1.49)    11% (11-12)
-    Kimi K2   512   271 (260-276)        309 (307-319)       1.18x (1.12-1.18)     6%
-    Kimi K2  1024   496 (494-521)        572 (526-601)       1.15x (1.06-1.16)     3%
-    Moonlight   1     1.36 (1.3-1.4)      6.49 (5.7-7.0)     4.78x (4.36-4.95)    86% (84-88)
-    Moonlight   2     2.64 (2.5-2.8)     13.0 (12.7-13.5)    4.91x (4.82-5.11)    81% (79-84)
-    Moonlight   4     5.19 (5.0-5.5)     24.2 (22.9-24.5)    4.60x (4.43-4.72)    76% (70-80)
-    Moonlight   8    10.9 (10.4-11.1)    42.6 (40.3-43.3)    3.87x (3.83-3.99)    64% (61-65)
-    Moonlight  16    17.6 (17.4-17.6)    60.5 (59.7-62.7)    3.44x (3.43-3.56)    53% (53-57)
-    Moonlight  64    29.1 (28.6-29.3)    84.9 (82.0-86.7)    2.95x (2.82-2.96)    43% (42-45)
-    Moonlight 256    39.1 (36.9-40.9)    95.1 (93.6-95.6)    2.45x (2.29-2.58)    32% (31-33)
-    Moonlight 512    51.8 (51.2-53.4)   128 (121-128)        2.39x (2.35-2.47)    24% (23-26)
-    Moonlight 1024   99.7 (94.0-102)    160 (152-173)        1.62x (1.57-1.73)    13% (12-13)
-
-`--clock cpu` (one thread, copy 12.5-13.5 GB/s), M = 1 / 2 / 4: Kimi K2 4.11x / 2.89x / 2.71x at 77% / 63% / 60%
-of copy bandwidth, Moonlight 4.24x / 4.08x / 3.51x at 89% / 83% / 69%; no M below 1.11x (Kimi K2 M=1024).
-
-Before this session, wall clock (the kernel was built without OpenMP, so int4 ran on one core while bf16 used
-two): Kimi K2 M=1/2/4/256 1.55x / 1.26x / 1.26x / 0.59x, and 0.83x at M=512. Two tokens per expert stay short of
-70% of copy bandwidth: the dot kernel is then bound by `vdpbf16ps` (measured 3 cycles per instruction on this
-VM for 32 multiply-adds; 2 tokens need 4 per 64 weights), and the AMX path by dequantizing its tiles (slower
-than the dot kernel up to two tokens: 12.9 vs 15.9 GB/s).
+Results: bench/results/moe_int4.md (newest first).
 """
 
 import argparse

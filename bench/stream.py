@@ -40,6 +40,8 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devstack.services import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+
 SEQ_RE = re.compile(r'data-seq="(\d+)"')
 REASONING_SHARE = 0.7  # the first 70% of deltas are thinking, the rest the answer: a thinking turn's shape
 ANCHOR = {"name": "LibreChat Redis streams (published)", "streams": 16, "events_s": 800, "p99_ms": 28.0}
@@ -51,10 +53,10 @@ TARGET_P99_MS = 50.0
 
 def configure_environment(args) -> None:
     """Point this process (and every child) at the bench database and Redis DB, before Django loads."""
-    base_db = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kimiweb")
+    base_db = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     parts = urlsplit(base_db)
     os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path="/" + args.database))
-    redis_parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    redis_parts = urlsplit(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))
     os.environ["REDIS_URL"] = urlunsplit(redis_parts._replace(path=f"/{args.redis_db}"))
     os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimiweb.settings")
