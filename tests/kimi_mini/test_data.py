@@ -2,6 +2,8 @@
 held-out templates that never appear in training."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -65,9 +67,6 @@ def test_arithmetic_trace_holds_what_the_real_python_tool_printed(corpus):
 
 
 def test_the_real_search_and_browse_tools_read_the_fictional_corpus_without_django():
-    import subprocess
-    import sys
-
     code = (
         "import sys, json\n"
         "from agent.corpus import SearchResults\n"
