@@ -181,7 +181,7 @@ def run_turn(self, turn_id: int, sweep: bool = False):
 def resume_orphaned_turns():
     """Probe every running turn when its lease would lapse: a turn whose worker died is resumed.
 
-    Runs when a worker starts; Celery beat runs it every AGENT_LEASE_SECONDS (kimiweb/celery.py) to
+    Runs when a worker starts; Celery beat runs it every AGENT_LEASE_SECONDS (CELERY_BEAT_SCHEDULE) to
     also catch workers that die while others keep running."""
     leases = recording.running_turn_leases()
     for turn_id, seconds_left in leases:

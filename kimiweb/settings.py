@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 
+from agent import stream
 from devstack.services import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -202,8 +203,8 @@ AGENT_TOOL_RESULT_CHARS = env.int("AGENT_TOOL_RESULT_CHARS", default=8000)
 # resumed by another worker. Each turn's event stream keeps at most this many entries and expires
 # this long after the turn ends.
 AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=60)
-AGENT_EVENTS_MAXLEN = env.int("AGENT_EVENTS_MAXLEN", default=100_000)
-AGENT_EVENTS_TTL = env.int("AGENT_EVENTS_TTL", default=24 * 3600)
+AGENT_EVENTS_MAXLEN = env.int("AGENT_EVENTS_MAXLEN", default=stream.EVENTS_MAXLEN)
+AGENT_EVENTS_TTL = env.int("AGENT_EVENTS_TTL", default=stream.EVENTS_TTL)
 # A worker that dies while others keep running leaves its turn's lease to lapse; this sweep (run by
 # exactly one beat process) hands such turns to a live worker, which resumes them from the last
 # persisted step. Workers also sweep once when they start.
