@@ -10,10 +10,8 @@ STAMP := $(VENV)/.installed
 # The native W4A16 CPU kernel (inference/kernels/w4a16_cpu/), compiled into var/ once its source or the install
 # changes. A failed build is reported and ignored: the engine then logs that it uses torch's int4 ops.
 KERNEL_STAMP := $(VENV)/.kernel-built
-PORT ?= 8000
-INFERENCE_PORT ?= 30000
 PYTEST_ARGS ?=
-export PORT INFERENCE_PORT
+# PORT and INFERENCE_PORT (make run PORT=9000) reach devstack.stack, which holds their defaults.
 
 .PHONY: run setup test services stop lint format clean-var
 
