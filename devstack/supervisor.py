@@ -39,6 +39,7 @@ class Program:
     command: list[str]
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    run_as: dict = field(default_factory=dict)  # Popen's user= and group=, e.g. for Postgres as root
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_die_with_parent(os.getpid()),
+                **program.run_as,
             )
         except OSError as error:
             self.say("supervisor", f"{program.name} could not start: {error}")

@@ -1,0 +1,180 @@
+"""Break the running stack on purpose, mid-turn, and check what the user keeps: (a) every word a socket
+received is in Postgres, (b) no word shows twice on the rebuilt page, (c) a status line within 5 s of
+the fault where the fault is one the page can name, (d) the turn's end state, (e) every process back
+and /healthz 200, (f) nothing of the stack left after Ctrl-C. Real processes on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import psutil
+import pytest
+from django.test import Client
+from harness import (
+    FaultStack,
+    Watcher,
+    alive,
+    assert_no_duplicates,
+    assert_nothing_received_is_lost,
+    wait_dead,
+)
+from model_server import ANSWER, REASONING
+
+from agent.client import WAITING
+from chat.models import Conversation, Turn
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def stack(tmp_path):
+    made = []
+
+    def start(**kw) -> FaultStack:
+        made.append(FaultStack(tmp_path, **kw))
+        made[-1].wait_healthy()
+        made[-1].wait_worker_ready()
+        return made[-1]
+
+    yield start
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def chat(make_user):
+    """A signed-in user's session cookie and a new conversation of theirs."""
+    user = make_user("fault-user")
+    client = Client()
+    client.force_login(user)
+    conversation = Conversation.objects.create(owner=user)
+    return client.cookies["sessionid"].value, conversation
+
+
+def start_turn(s: FaultStack, chat) -> tuple[Watcher, Turn]:
+    cookie, conversation = chat
+    watcher = Watcher(s.base_url, conversation.uuid, cookie)
+    watcher.open()
+    watcher.send("Count for me, slowly.")
+    deadline = time.monotonic() + 30
+    while not (turn := Turn.objects.filter(conversation=conversation).first()):
+        assert time.monotonic() < deadline, "no turn was created"
+        time.sleep(0.1)
+    watcher.turn = str(turn.uuid)
+    watcher.wait_for(r"\br12,", timeout=60)  # the thinking streams
+    return watcher, turn
+
+
+def wait_turn_over(turn: Turn, timeout: float = 120) -> Turn:
+    deadline = time.monotonic() + timeout
+    while True:
+        turn.refresh_from_db()
+        if turn.status in ("done", "failed", "cancelled"):
+            return turn
+        assert time.monotonic() < deadline, f"turn still {turn.status}"
+        time.sleep(0.2)
+
+
+def page(s: FaultStack, chat) -> str:
+    cookie, conversation = chat
+    return httpx.get(f"{s.base_url}/c/{conversation.uuid}/", cookies={"sessionid": cookie}).text
+
+
+def assert_stack_back_and_ctrl_c_clean(s: FaultStack) -> None:
+    s.wait_healthy(timeout=30)  # (e)
+    for name in ("web", "worker", "inference"):
+        assert alive([s.pid(name)]), f"{name} is not running"
+    everything = s.all_pids()
+    assert s.ctrl_c() == 0
+    survivors = wait_dead(everything)  # (f)
+    assert not survivors, f"left after Ctrl-C: {survivors}"
+
+
+def test_daphne_sigkill_is_restarted_alone_and_the_page_resumes_without_loss_or_duplicates(stack, chat):
+    s = stack()
+    watcher, turn = start_turn(s, chat)
+    worker, inference = s.pid("worker"), s.pid("inference")
+    os.kill(s.pid("web"), signal.SIGKILL)
+    s.wait_for(r"web started \(pid \d+\)", count=2, timeout=30)
+    watcher.closed.wait(10)
+    watcher.open(timeout=60)  # as the page's socket does: reconnect, resume after the last seq
+    turn = wait_turn_over(turn)
+    assert turn.status == "done"  # (d)
+    assert (s.pid("worker"), s.pid("inference")) == (worker, inference), "only web restarts"
+    watcher.wait_for(r'data-status="done"', timeout=30)
+    assert_nothing_received_is_lost(watcher.received(), turn)  # (a)
+    html = page(s, chat)
+    assert_no_duplicates(html, turn.uuid)  # (b)
+    assert turn.answer.content.strip() == ANSWER
+    watcher.close()
+    assert_stack_back_and_ctrl_c_clean(s)
+
+
+def test_celery_main_sigkill_restarts_the_worker_without_orphans_and_the_turn_finishes(stack, chat):
+    s = stack()
+    watcher, turn = start_turn(s, chat)
+    main = s.pid("worker")
+    pool = [p.pid for p in psutil.Process(main).children(recursive=True)]
+    assert pool, "the worker has pool children"
+    os.kill(main, signal.SIGKILL)
+    assert wait_dead(pool) == [], "the dead main process's pool and beat are gone with it"
+    s.wait_for(r"worker started \(pid \d+\)", count=2, timeout=30)
+    turn = wait_turn_over(turn, timeout=150)  # the restarted beat sweeps the lapsed lease
+    assert turn.status == "done"  # (d)
+    watcher.wait_for(r'data-status="done"', timeout=30)
+    assert_nothing_received_is_lost(watcher.received(), turn)  # (a)
+    assert_no_duplicates(page(s, chat), turn.uuid)  # (b)
+    watcher.close()
+    assert_stack_back_and_ctrl_c_clean(s)
+
+
+def test_inference_sigkill_restarted_the_turn_says_it_waits_and_finishes_whole(stack, chat):
+    s = stack()
+    watcher, turn = start_turn(s, chat)
+    killed_at = time.monotonic()
+    os.kill(s.pid("inference"), signal.SIGKILL)
+    s.wait_for(r"inference started \(pid \d+\)", count=2, timeout=30)
+    turn = wait_turn_over(turn)
+    assert turn.status == "done"  # (d)
+    said = watcher.first_after(WAITING, killed_at)
+    assert said is not None and said - killed_at < 5  # (c)
+    watcher.wait_for(r'data-status="done"', timeout=30)
+    assert_nothing_received_is_lost(watcher.received(), turn)  # (a)
+    assert_no_duplicates(page(s, chat), turn.uuid)  # (b)
+    assert turn.step_rows.get().reasoning.strip() == REASONING.strip()  # resumed, not regenerated twice
+    assert turn.answer.content.strip() == ANSWER
+    watcher.close()
+    assert_stack_back_and_ctrl_c_clean(s)
+
+
+def test_inference_gone_for_good_fails_the_turn_readably_keeping_its_partial_text(stack, chat):
+    s = stack(LLM_RETRY_SECONDS="3")
+    watcher, turn = start_turn(s, chat)
+    killed_at = time.monotonic()
+    s.block_restart("inference")
+    os.kill(s.pid("inference"), signal.SIGKILL)
+    turn = wait_turn_over(turn, timeout=60)
+    assert turn.status == "failed"  # (d)
+    assert "model server" in turn.error
+    said = watcher.first_after(WAITING, killed_at)
+    assert said is not None and said - killed_at < 5  # (c)
+    watcher.wait_for(r'data-status="failed"', timeout=30)
+    assert_nothing_received_is_lost(watcher.received(), turn)  # (a): the partial thinking is kept
+    assert turn.step_rows.first().reasoning.strip(), "the partial thinking is in Postgres"
+    html = page(s, chat)
+    assert_no_duplicates(html, turn.uuid)  # (b)
+    assert "model server" in html
+    watcher.close()
+
+
+def test_ctrl_c_leaves_no_process_of_the_stack(stack):
+    s = stack()
+    everything = s.all_pids()
+    assert len(everything) >= 5  # supervisor, web, worker main + pool/beat, inference
+    assert s.ctrl_c() == 0
+    assert wait_dead(everything) == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{s.base_url}/healthz", timeout=2)
