@@ -103,3 +103,16 @@ def test_the_image_pins_the_cpu_torch_and_builds_an_sglang_variant():
     assert re.search(r"^USER kimiweb$", dockerfile, re.M)  # not root
     ignored = (BASE_DIR / ".dockerignore").read_text().split()
     assert ".venv" in ignored and "var" in ignored
+
+
+def test_a_worker_whose_main_process_is_gone_or_deaf_is_restarted(services):
+    worker = services["worker"]
+    assert worker["restart"] == "unless-stopped"  # an exited worker container comes back
+    # tini as PID 1: the Celery main process's death ends the container, pool children included.
+    assert worker["init"] is True
+    command = command_of(worker)
+    assert "-n celery@%h" in command  # the node name the healthcheck pings
+    probe = worker["healthcheck"]["test"][1]
+    assert "inspect ping -d celery@$$HOSTNAME" in probe
+    # Compose does not restart an unhealthy container, so after three failed pings the probe stops it.
+    assert "kill -TERM 1" in probe and "-ge 3" in probe
