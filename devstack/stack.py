@@ -1,8 +1,9 @@
 """Bring the whole kimiweb stack up on one machine: what `make run` and `make test` do.
 
 `run`: Postgres and Redis (found or embedded, see devstack/services.py) → migrate → first admin →
-collectstatic → the default corpus → the default model's build → web, worker and inference under
-honcho (Procfile) in the foreground; Ctrl-C stops them all, and the embedded services this run started.
+collectstatic → the default corpus → the default model's build → web, worker and inference (the
+Procfile) and the embedded services this run started, under devstack/supervisor.py in the foreground:
+a process that dies is restarted alone; Ctrl-C stops them all.
 `setup`: the same without starting the processes. `test`: services, then pytest with the given args.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from devstack import services
+from devstack.supervisor import Program, Supervisor, procfile_programs
 
 BASE_DIR = services.BASE_DIR
 BIN_DIR = Path(sys.executable).parent
@@ -98,40 +99,37 @@ def announce_when_up(base_url: str, stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
-def start_processes(names: list[str], env_file: Path) -> int:
-    """Run the Procfile's processes in the foreground until one exits or we are told to stop."""
+def embedded_programs(var_dir: Path, started: list[str]) -> list[Program]:
+    """The embedded services this run started, as supervised programs on the ports they have now.
+
+    `services.up` started them as daemons (set-up needs them); they are stopped and run again in the
+    foreground under the supervisor, so a crash restarts them on the same port and Ctrl-C stops them."""
+    programs = []
+    for name, service in (
+        ("postgres", services.EmbeddedPostgres(var_dir)),
+        ("redis", services.EmbeddedRedis(var_dir)),
+    ):
+        if name not in started:
+            continue
+        port = service.running_port()
+        service.stop()
+        command, run_as = service.foreground(port)
+        programs.append(Program(name, command, cwd=var_dir, run_as=run_as))
+    return programs
+
+
+def start_processes(names: list[str], embedded: list[Program]) -> int:
+    """Run the Procfile's processes (and the embedded services) under the supervisor until Ctrl-C."""
     env = child_env()
     base_url = f"http://127.0.0.1:{env['PORT']}"
-    # honcho would read .env over our environment by default (and undo an embedded DATABASE_URL);
-    # .env is already in the environment, under it, so give honcho the services' file instead.
-    command = [
-        str(BIN_DIR / "honcho"),
-        "start",
-        "-f",
-        str(PROCFILE),
-        "-e",
-        str(env_file),
-        "-p",
-        env["PORT"],
-        *names,
-    ]
-    log(f"starting {', '.join(names)}: web on {base_url}")
-    honcho = subprocess.Popen(command, cwd=BASE_DIR, env=env)
-
-    def forward(signum, frame):
-        # Ctrl-C in a terminal reaches honcho directly too; forwarding covers `kill -INT <this pid>`.
-        if honcho.poll() is None:
-            honcho.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    programs = embedded + procfile_programs(PROCFILE, names, env, cwd=BASE_DIR)
+    log(f"starting {', '.join(p.name for p in programs)}: web on {base_url}")
     stop = threading.Event()
-    threading.Thread(target=announce_when_up, args=(base_url, stop), daemon=True).start()
+    announce = threading.Thread(target=announce_when_up, args=(base_url, stop), daemon=True)
     try:
-        return honcho.wait()
+        return Supervisor(programs).run(on_started=announce.start)
     finally:
         stop.set()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def bring_up_services(var_dir: Path) -> list[str]:
@@ -161,7 +159,9 @@ def run(var_dir: Path, start: bool = True) -> int:
     started = bring_up_services(var_dir)
     try:
         setup()
-        return start_processes(names, Path(var_dir).resolve() / "services.env") if start else 0
+        if not start:
+            return 0
+        return start_processes(names, embedded_programs(Path(var_dir).resolve(), started))
     finally:
         if start and started:
             # Embedded services this run started end with it; ones already running stay.

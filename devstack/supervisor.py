@@ -6,7 +6,7 @@ its whole group is killed (a Celery main process that died leaves no pool or bea
 log pipe or a port) and the program alone is started again after a backoff that doubles on each quick
 failure (0.5 s up to 30 s) and resets once it has run for `stable_seconds`. SIGINT, SIGTERM and SIGHUP
 stop every group: SIGTERM, then SIGKILL after `stop_timeout`. Output goes to the terminal, each line
-prefixed with the program's name, as honcho did.
+prefixed with the program's name.
 
 All children are started from the thread that calls `run()`: the kernel sends PDEATHSIG when the
 *thread* that forked a child ends, so a child started from a short-lived thread would die with it.

@@ -79,7 +79,7 @@ def test_make_run_serves_the_app_and_ctrl_c_leaves_no_process_behind(free_port, 
     try:
         wait_for_health(base_url, make, log)
         started = [p.pid for p in psutil.Process(make.pid).children(recursive=True)]
-        assert len(started) >= 4  # the launcher, honcho, web, worker (and inference, once it exists)
+        assert len(started) >= 4  # the launcher (the supervisor), web, worker and its pool, inference
 
         health = httpx.get(f"{base_url}/healthz").json()
         assert health["status"] == "ok"
