@@ -55,9 +55,19 @@ class EventPublisher:
                 log.exception("group_send failed for turn %s up to seq %d", self.turn, self.seq)
         return self.seq
 
+    def appended_since(self) -> int:
+        """How many events after `self.seq` the stream already holds (a batch whose append failed
+        half-way, or whose reply was lost); they are taken as published."""
+        done = max(0, self.stream.last_seq() - self.seq)
+        self.seq += done
+        return done
+
     def close(self, finished: bool) -> None:
         if finished:
-            self.stream.expire_in(self.ttl)
+            try:
+                self.stream.expire_in(self.ttl)
+            except Exception:
+                log.exception("could not set the expiry of turn %s's stream", self.turn)
         if self._loop is not None:
             try:
                 self._loop.run_until_complete(self.layer.close_pools())
@@ -93,7 +103,9 @@ class BackgroundPublisher:
     """Publishes from its own thread, so the loop never waits on Redis between deltas.
 
     Events keep their order (one FIFO, one thread); whatever queued up while Redis was busy goes out
-    in one pipelined batch, adjacent text deltas merged. After the first event of a batch it lingers
+    in one pipelined batch, adjacent text deltas merged. While Redis is unreachable the events wait
+    and the publish is retried with backoff (0.2 s doubling to 5 s); when Redis answers again they go
+    out with the seqs they would have had (what a failed batch did append is not appended twice). After the first event of a batch it lingers
     `linger` seconds for more, so a fast token stream goes out as a few batches per frame rather than
     one message per token (the browser repaints at ~30 frames/s anyway). A full queue blocks the
     caller: back-pressure rather than unbounded memory.
@@ -102,9 +114,16 @@ class BackgroundPublisher:
     _CLOSE = object()
 
     def __init__(
-        self, publisher: EventPublisher, max_queue: int = 10_000, max_batch: int = 256, linger: float = 0.015
+        self,
+        publisher: EventPublisher,
+        max_queue: int = 10_000,
+        max_batch: int = 256,
+        linger: float = 0.015,
+        close_timeout: float = 30.0,
     ):
         self.publisher = publisher
+        self.close_timeout = close_timeout
+        self._give_up_at = float("inf")
         self.max_batch = max_batch
         self.linger = linger
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
@@ -115,26 +134,66 @@ class BackgroundPublisher:
         self._queue.put(event)
 
     def _run(self) -> None:
+        pending: list[Event] = []  # coalesced, in order; the head may be a batch that failed to go out
+        failures = 0
         closing = False
-        while not closing:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + self.linger
-            while len(batch) < self.max_batch and batch[-1] is not self._CLOSE:
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            if batch[-1] is self._CLOSE:
-                closing = True
-                batch.pop()
-            if batch:
-                try:
-                    self.publisher.publish_batch(coalesce(batch))
-                except Exception:  # Redis unreachable: Postgres still has the turn; keep the worker going
-                    log.exception("publishing %d events of turn %s failed", len(batch), self.publisher.turn)
+        while not (closing and not pending):
+            if not pending or failures:
+                # Wait for events; after a failure, wait out the backoff while collecting them.
+                wait = min(5.0, 0.2 * 2 ** (failures - 1)) if failures else None
+                fresh = self._take(wait)
+                closing = closing or self._CLOSE in fresh
+                pending += coalesce([e for e in fresh if e is not self._CLOSE])
+            if not pending:
+                continue
+            try:
+                if failures:
+                    del pending[: self.publisher.appended_since()]
+                    if not pending:
+                        failures = 0
+                        continue
+                batch = pending[: self.max_batch]
+                self.publisher.publish_batch(batch)
+                del pending[: len(batch)]
+                if failures:
+                    log.info(
+                        "publishing turn %s again after %d failed attempts", self.publisher.turn, failures
+                    )
+                failures = 0
+            except Exception:
+                # Redis unreachable: keep the events and retry with backoff; Postgres keeps the turn.
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.exception(
+                        "publishing %d events of turn %s failed (attempt %d); retrying",
+                        len(pending),
+                        self.publisher.turn,
+                        failures,
+                    )
+                if closing and time.monotonic() > self._give_up_at:
+                    log.error(
+                        "turn %s ended with %d events never published", self.publisher.turn, len(pending)
+                    )
+                    return
+
+    def _take(self, timeout: float | None) -> list:
+        """The next queued item (waiting up to `timeout`, None: forever), then what else came within
+        `linger` of it, up to `max_batch`."""
+        try:
+            items = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.linger
+        while len(items) < self.max_batch and items[-1] is not self._CLOSE:
+            try:
+                items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return items
 
     def close(self, finished: bool) -> None:
-        """Publish everything queued, then close the underlying publisher."""
+        """Publish everything queued (waiting up to `close_timeout` for Redis), then close the publisher."""
+        self._give_up_at = time.monotonic() + self.close_timeout
         self._queue.put(self._CLOSE)
         self._thread.join()
         self.publisher.close(finished)

@@ -15,6 +15,7 @@ makes them (kimiweb: `chat/redis.py`).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ import redis
 import redis.asyncio as aioredis
 
 from .events import Event, event_from_dict
+
+log = logging.getLogger(__name__)
 
 STREAM_FIELD = "e"  # the one field of each stream entry: the event as JSON
 MESSAGE_TYPE = "turn.events"  # the one Channels message type: a batch of wire events in seq order
@@ -175,4 +178,10 @@ def request_cancel(client: redis.Redis, keys: Keys, turn_uuid) -> None:
 
 
 def cancel_requested(client: redis.Redis, keys: Keys, turn_uuid) -> bool:
-    return bool(client.exists(keys.cancel(turn_uuid)))
+    """Whether the cancel flag is up. While Redis is unreachable nobody can raise it: False, so an
+    outage does not end the turn (the loop asks again at its next poll)."""
+    try:
+        return bool(client.exists(keys.cancel(turn_uuid)))
+    except redis.RedisError as error:
+        log.warning("cancel check of turn %s skipped: Redis unreachable (%s)", turn_uuid, error)
+        return False
