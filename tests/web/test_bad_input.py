@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import include, path
 from web_helpers import PASSWORD, csrf_post, log_in, network_address
 
 from chat.models import Conversation
@@ -96,3 +98,23 @@ def test_the_developer_at_the_machine_still_gets_the_debug_page(site, browser_li
     response = browser_like().get("/accounts/login/", headers={"Host": "evil.example"})
     assert response.status_code == 400
     assert "DisallowedHost" in response.text  # DEBUG's technical page, for loopback clients only
+
+
+def _crash(request):
+    raise RuntimeError("a bug with a secret in its message: hunter2")
+
+
+urlpatterns = [path("crash/", _crash), path("", include("kimiweb.urls"))]
+
+
+@pytest.mark.parametrize("address,debug_page", [("192.0.2.9", False), ("127.0.0.1", True)])
+def test_a_crash_shows_a_traceback_only_to_the_developer_at_the_machine(settings, address, debug_page):
+    settings.DEBUG = True
+    settings.ROOT_URLCONF = __name__
+    client = Client(REMOTE_ADDR=address, raise_request_exception=False)
+    response = client.get("/crash/", HTTP_ACCEPT="text/html")
+    assert response.status_code == 500
+    text = response.content.decode()
+    assert ("hunter2" in text) is debug_page
+    if not debug_page:
+        assert "Something went wrong" in text and "Traceback" not in text
