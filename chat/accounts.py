@@ -22,14 +22,17 @@ def _too_many(request, action: str):
     return render(request, "registration/rate_limited.html", {"action": action}, status=429)
 
 
-def _signups(request, increment: bool) -> int:
-    """Accounts created from this client address in SIGNUP_RATE's current window."""
-    usage = get_usage(request, group="signup", key="ip", rate=settings.SIGNUP_RATE, increment=increment)
-    return usage["count"] if usage else 0
+def _signups_left(request) -> bool:
+    """Whether this client address may create another account in SIGNUP_RATE's current window.
+
+    Only created accounts count. When the counter cannot be read (Redis down), the answer is no.
+    """
+    usage = get_usage(request, group="signup", key="ip", rate=settings.SIGNUP_RATE, increment=False)
+    return bool(usage) and usage["limit"] > 0 and usage["count"] < usage["limit"]
 
 
-def _rate_count(rate: str) -> int:
-    return int(rate.split("/", 1)[0])
+def _count_signup(request) -> None:
+    get_usage(request, group="signup", key="ip", rate=settings.SIGNUP_RATE, increment=True)
 
 
 @sensitive_post_parameters("password1", "password2")
@@ -39,12 +42,12 @@ def signup(request):
         raise Http404("Sign-up is closed on this server.")
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
-    if request.method == "POST" and _signups(request, increment=False) >= _rate_count(settings.SIGNUP_RATE):
+    if request.method == "POST" and not _signups_left(request):
         return _too_many(request, "sign-ups")
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        _signups(request, increment=True)
+        _count_signup(request)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect(settings.LOGIN_REDIRECT_URL)
     return render(request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200)
