@@ -2,8 +2,8 @@
 password change and reset by e-mail (Django's views).
 
 Log-in is throttled by django-axes (settings AXES_*: a username and address pair is locked out for a
-while after too many wrong passwords); sign-ups and reset e-mails are limited per client address by
-django-ratelimit, counted in the shared Redis cache.
+while after too many wrong passwords); log-in attempts, sign-ups and reset e-mails are limited per
+client address by django-ratelimit, counted in the shared Redis cache.
 """
 
 from django.conf import settings
@@ -54,7 +54,15 @@ def signup(request):
 
 
 class LoginView(auth_views.LoginView):
+    """Django's log-in, plus LOGIN_RATE attempts per client address (whatever the usernames), so
+    guessing across many accounts from one address stays slow; axes locks out single accounts."""
+
     redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        if is_ratelimited(request, group="login", key="ip", rate=settings.LOGIN_RATE, increment=True):
+            return _too_many(request, "log-in attempts")
+        return super().post(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):
         return {**super().get_context_data(**kwargs), "signup_enabled": settings.SIGNUP_ENABLED}

@@ -9,6 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from agent import stream
 from devstack.services import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
@@ -141,8 +144,18 @@ CHANNEL_LAYERS = {
         # socket's receive then times out and the consumer dies with 1011 (redis/redis-py#4091). It also
         # caps a pool at 100 connections and fails (not waits) past that: 100 sockets connecting at once
         # to one Daphne got MaxConnectionsError.
+        # After a Redis restart every pooled connection is dead: without retries each one failed a
+        # socket's connect with 500 in turn. `retry` reconnects and sends the command again.
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "max_connections": 2000}],
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": 15,
+                    "max_connections": 2000,
+                    "retry": Retry(ExponentialBackoff(cap=2.0, base=0.1), 5),
+                    "retry_on_error": [RedisConnectionError],
+                }
+            ],
             "prefix": f"{KIMIWEB_NAMESPACE}:asgi",
             "capacity": 5000,
             "expiry": 60,
@@ -255,7 +268,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
-# Sign-ups and password-reset e-mails per client address (django-ratelimit, counted in Redis).
+# Log-in attempts, sign-ups and password-reset e-mails per client address (django-ratelimit, Redis).
+LOGIN_RATE = env("LOGIN_RATE", default="30/m")
 SIGNUP_RATE = env("SIGNUP_RATE", default="5/h")
 PASSWORD_RESET_RATE = env("PASSWORD_RESET_RATE", default="5/h")
 

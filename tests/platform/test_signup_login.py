@@ -97,3 +97,14 @@ def test_the_login_page_offers_a_password_reset(client):
 def test_password_change_needs_a_login(client):
     response = client.get(reverse("password_change"))
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_log_in_attempts_from_one_address_are_limited_whatever_the_usernames(client, settings, make_user):
+    settings.LOGIN_RATE = "4/m"
+    make_user("ada")
+    for n in range(4):
+        assert client.post(reverse("login"), {"username": f"guess{n}", "password": "x"}).status_code == 200
+    refused = client.post(reverse("login"), {"username": "ada", "password": make_user.password})
+    assert refused.status_code == 429
+    assert "Too many log-in attempts from your address" in refused.content.decode()
+    assert "_auth_user_id" not in client.session
