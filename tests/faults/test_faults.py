@@ -178,3 +178,31 @@ def test_ctrl_c_leaves_no_process_of_the_stack(stack):
     assert wait_dead(everything) == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{s.base_url}/healthz", timeout=2)
+
+
+def test_redis_sigkill_and_restart_mid_turn_the_turn_finishes_and_nothing_seen_is_lost(stack, chat):
+    s = stack(programs=("redis", "web", "worker", "inference"))
+    watcher, turn = start_turn(s, chat)
+    os.kill(s.pid("redis"), signal.SIGKILL)
+    s.wait_for(r"redis started \(pid \d+\)", count=2, timeout=30)  # back, empty
+    turn = wait_turn_over(turn, timeout=150)
+    assert turn.status == "done"  # (d)
+    received = watcher.received()
+    watcher.close()
+    assert_nothing_received_is_lost(received, turn)  # (a)
+    assert_no_duplicates(page(s, chat), turn.uuid)  # (b)
+    assert turn.answer.content.strip() == ANSWER
+    reopened = Watcher(s.base_url, chat[1].uuid, chat[0])  # a reload after the outage
+    reopened.turn = str(turn.uuid)
+    reopened.open()
+    reopened.wait_for(r'data-status="done"', timeout=30)
+    # The stack works on the new, empty Redis: the next message is answered. (Celery's main process
+    # dies of the lost broker - kombu's "Unrecoverable error" - once its task ends; the supervisor
+    # starts it again.)
+    reopened.send("And once more.")
+    deadline = time.monotonic() + 120
+    while Turn.objects.filter(conversation=chat[1], status="done").count() < 2:
+        assert time.monotonic() < deadline, f"the turn after the outage did not finish:\n{s.text()[-3000:]}"
+        time.sleep(0.2)
+    reopened.close()
+    assert_stack_back_and_ctrl_c_clean(s)
