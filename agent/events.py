@@ -83,6 +83,7 @@ class ToolCallFinished(Event):
     status: str = "done"  # done | error | cancelled
     error: str = ""
     duration_ms: int = 0
+    files: list[dict] = field(default_factory=list)  # files the tool made: id, name, size, content_type, url
 
 
 @dataclass

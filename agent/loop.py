@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from . import events as ev
 from .client import ModelClient, ModelError
@@ -305,6 +305,7 @@ class AgentLoop:
                     status="error" if result.error else "done",
                     error=result.error,
                     duration_ms=int((time.monotonic() - began) * 1000),
+                    files=[asdict(f) for f in result.files],
                 )
             stop = self.cancelled()
             now = time.monotonic()

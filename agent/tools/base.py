@@ -77,6 +77,8 @@ class Tool:
     description: str
     parameters: dict  # JSON schema of the arguments object
     run: Callable[[dict, ToolContext], ToolResult]
+    # Ends whatever the tool keeps for a session (ToolContext.session); the host calls it when a turn ends.
+    end_session: Callable[[str], None] | None = None
 
     def schema(self) -> dict:
         """The OpenAI `tools=[...]` entry."""
