@@ -95,3 +95,11 @@ def test_a_message_the_server_does_not_speak_closes_with_a_4xxx_code(socket_to):
     with pytest.raises(ConnectionClosed) as closed:
         ws.recv(timeout=10)
     assert closed.value.rcvd.code == 4400  # static/chat/chat.js shows "This page is out of date: reload it."
+
+
+@pytest.mark.parametrize("path", ["/ws/conversations/%00/", "/ws/conversations/not-a-uuid/", "/ws/nowhere/"])
+def test_a_socket_path_nothing_serves_is_refused_not_a_500(site, path):
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{site.port}{path}", origin=site.url, open_timeout=10)
+    assert refused.value.response.status_code == 403
+    assert "No route found" not in site.log()
