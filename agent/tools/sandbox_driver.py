@@ -143,10 +143,9 @@ def _reap() -> None:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    while True:
+    while True:  # every child was sent SIGKILL: wait for them all (orphans are bwrap's init's to reap)
         try:
-            if os.waitpid(-1, os.WNOHANG) == (0, 0):
-                break
+            os.waitpid(-1, 0)
         except ChildProcessError:
             break
 
