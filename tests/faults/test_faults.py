@@ -206,3 +206,22 @@ def test_redis_sigkill_and_restart_mid_turn_the_turn_finishes_and_nothing_seen_i
         time.sleep(0.2)
     reopened.close()
     assert_stack_back_and_ctrl_c_clean(s)
+
+
+def test_worker_pool_child_sigkill_the_turn_is_resumed_and_nothing_seen_is_lost(stack, chat):
+    s = stack()
+    watcher, turn = start_turn(s, chat)
+    turn.refresh_from_db()
+    # The pool child that runs the turn: the worker's child whose pid the lease owner names, or the
+    # busy one (the other pool child and beat are idle).
+    children = psutil.Process(s.pid("worker")).children()
+    busy = max(children, key=lambda p: p.cpu_times().user + p.cpu_times().system)
+    os.kill(busy.pid, signal.SIGKILL)
+    turn = wait_turn_over(turn, timeout=150)
+    assert turn.status == "done"  # (d)
+    watcher.wait_for(r'data-status="done"', timeout=30)
+    assert_nothing_received_is_lost(watcher.received(), turn)  # (a)
+    assert_no_duplicates(page(s, chat), turn.uuid)  # (b)
+    assert turn.answer.content.strip() == ANSWER
+    watcher.close()
+    assert_stack_back_and_ctrl_c_clean(s)
