@@ -18,7 +18,7 @@ from django.utils import timezone
 from agent import events as ev
 from agent.loop import TurnState, system_prompt
 
-from .models import Message, Step, ToolCall, Turn
+from .models import Attachment, Message, Step, ToolCall, Turn
 
 
 @dataclass
@@ -176,6 +176,10 @@ class TurnRecorder:
             )
         else:
             ToolCall.objects.filter(id=row.id).update(**fields)
+        if event.files:  # the files the call made (stored by chat.attachments) belong to it
+            Attachment.objects.filter(uuid__in=[f["id"] for f in event.files], turn=self.turn).update(
+                tool_call=self.calls[event.call_id]
+            )
 
     def _step_finished(self, event: ev.StepFinished) -> None:
         now = timezone.now()

@@ -27,11 +27,12 @@ from agent.events import TurnFinished
 from agent.loop import AgentLoop, LoopConfig
 from agent.publisher import BackgroundPublisher, EventPublisher
 from agent.stream import cancel_requested
-from agent.tools import SearchSettings, ToolContext
+from agent.tools import TOOLS, SearchSettings, ToolContext
 from corpus.search import DocumentCorpus
 
 from . import recording
 from . import redis as chat_redis
+from .attachments import AttachmentSink
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,16 @@ def search_settings() -> SearchSettings:
 
 def tool_context(turn) -> ToolContext:
     """What this turn's tools may use: the local corpus, the search settings, a per-turn session key."""
-    return ToolContext(corpus=DocumentCorpus(), search=search_settings(), files=None, session=str(turn.uuid))
+    return ToolContext(
+        corpus=DocumentCorpus(), search=search_settings(), files=AttachmentSink(turn), session=str(turn.uuid)
+    )
+
+
+def end_tool_sessions(turn) -> None:
+    """What tools keep for the turn (the python interpreter) ends with it: done, failed or stopped."""
+    for tool in TOOLS.values():
+        if tool.end_session is not None:
+            tool.end_session(str(turn.uuid))
 
 
 def model_client() -> ModelClient:
@@ -149,6 +159,7 @@ def execute_turn(
             finished = True
     finally:
         events.close()
+        end_tool_sessions(turn)
         heartbeat.stopped.set()
         heartbeat.join(timeout=5)
         publisher.close(finished)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import attachments, views
 
 app_name = "chat"
 
@@ -22,4 +22,6 @@ urlpatterns = [
     path("conversations/", views.conversation_list, name="list"),
     path("preferences", views.preferences, name="preferences"),
     path("s/<str:token>/", views.shared, name="shared"),
+    path("files/<uuid:uuid>", attachments.download, name="attachment"),
+    path("s/<str:token>/files/<uuid:uuid>", attachments.shared_download, name="shared_attachment"),
 ]
