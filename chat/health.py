@@ -1,4 +1,8 @@
-"""`/healthz`: 200 when Postgres and Redis answer, 503 naming the ones that do not (for probes and load balancers)."""
+"""`/healthz`: 200 when Postgres and Redis answer, 503 naming the ones that do not (for probes and load balancers).
+
+The python sandbox's state (from the worker's start-up self-test) is reported too, but a sandbox that is
+unavailable only degrades one tool: it never makes the answer 503.
+"""
 
 import logging
 
@@ -8,6 +12,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from .sandbox_status import last_status
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +29,19 @@ def check_postgres() -> str | None:
         connection.close_if_unusable_or_obsolete()
         return f"{type(error).__name__}: {error}".strip()
     return None
+
+
+def sandbox_state() -> dict:
+    """The last worker's self-test: {"state": "ok"|"unavailable"|"unknown", "reason": ...}."""
+    try:
+        status = last_status()
+    except Exception as error:
+        return {"state": "unknown", "reason": f"{type(error).__name__}: {error}"}
+    if status is None:
+        return {"state": "unknown", "reason": "no worker has reported its sandbox self-test"}
+    if status["available"]:
+        return {"state": "ok", "bwrap": status["bwrap"], "memory_limit": status["memory_limit"]}
+    return {"state": "unavailable", "reason": status["reason"], "degraded": "the python tool refuses to run"}
 
 
 def check_redis() -> str | None:
@@ -46,6 +65,7 @@ def healthz(request):
         "status": "fail" if failed else "ok",
         "checks": {name: error or "ok" for name, error in checks.items()},
         "failed": failed,
+        "sandbox": sandbox_state(),
     }
     if failed:
         logger.warning("health check failed: %s", body["checks"])

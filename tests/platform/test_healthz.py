@@ -14,7 +14,9 @@ pytestmark = pytest.mark.django_db
 def test_healthz_is_200_when_postgres_and_redis_answer(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}, "failed": []}
+    body = response.json()
+    assert body.pop("sandbox")["state"] in ("ok", "unavailable", "unknown")  # a degraded tool, never a 503
+    assert body == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}, "failed": []}
     assert "no-cache" in response["Cache-Control"]
 
 
