@@ -43,10 +43,12 @@ def smollm2_gguf_path() -> Path:
 
 
 def resolve_model_path(model: str) -> Path:
-    """`default` is kimi-mini, the project's own model, once `python -m kimi_mini build` (run by
+    """`smollm2` is the bundled SmolLM2 GGUF whatever else is built. `default` is kimi-mini, the project's own model, once `python -m kimi_mini build` (run by
     `make run`) has built it; `KIMIWEB_DEFAULT_MODEL=smollm2` picks the bundled SmolLM2 instead, and so
     does an unbuilt kimi-mini that nobody asked for by name (with a warning that says how to build it).
     """
+    if model == "smollm2":
+        return smollm2_gguf_path()
     if model != "default":
         path = Path(model)
         if not path.exists():
@@ -90,9 +92,12 @@ def _load_hf_dir(path: Path, dtype: torch.dtype) -> LoadedModel:
         with safe_open(str(shard), framework="pt") as f:
             for name in f.keys():
                 tensor = f.get_tensor(name)
-                if tensor.is_floating_point():
-                    tensor = tensor.to(dtype)
                 base, _, suffix = name.rpartition(".")
+                if suffix == "weight_scale" and ".experts." in name:
+                    # INT4 expert scales stay in the kernels' dtype whatever --dtype the rest runs in.
+                    tensor = tensor.to(torch.bfloat16)
+                elif tensor.is_floating_point():
+                    tensor = tensor.to(dtype)
                 if suffix in ("weight_packed", "weight_scale", "weight_shape") and ".experts." not in name:
                     parts = pending.setdefault(base, {})
                     parts[suffix] = tensor

@@ -250,3 +250,14 @@ def test_int4_checkpoints_from_the_quantizer_load_and_match_transformers_on_the_
     with torch.no_grad():
         expected = reference(torch.tensor([ids])).logits[0, -1]
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+
+
+def test_int4_experts_run_on_the_native_path_when_the_rest_of_the_model_is_float32(int4_and_twin):
+    # The CPU kernel reads bf16 scales; --dtype float32 must not turn them into float32.
+    prompt = list(range(40, 60))
+    loaded, int4_tokens, int4_logits = run(int4_and_twin[0], prompt, torch.float32, n=2)
+    _, twin_tokens, twin_logits = run(int4_and_twin[1], prompt, torch.float32, n=2)
+    assert loaded.model.layers[1].mlp.experts.w13.weight_scale.dtype == torch.bfloat16
+    assert int4_logits.dtype == torch.float32
+    assert int4_logits.argmax() == twin_logits.argmax()
+    assert (int4_logits - twin_logits).abs().max() < 0.03 * twin_logits.abs().max()
