@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -23,6 +23,7 @@ from django.utils import timezone
 from agent import events as ev
 from agent.corpus import SearchResults
 
+from .attachments import stored_file
 from .rendering import render_markdown, render_plain
 
 # More tool calls than this in a turn: the panel summary names counts per tool.
@@ -109,6 +110,7 @@ class ToolCard:
     result: str = ""
     error: str = ""
     duration_ms: int = 0
+    files: list[dict] = field(default_factory=list)  # what the call made: id, name, size, content_type, url
 
 
 def _parse_json(text: str):
@@ -313,6 +315,7 @@ class TurnProjection:
             card.result = event.result
             card.error = event.error
             card.duration_ms = event.duration_ms
+            card.files = event.files
             for source in card_context(card, self.uuid)["view"].get("sources", []):
                 self.sources.setdefault(source["url"], source)
             if card.name == "browse":
@@ -424,7 +427,7 @@ class TurnProjection:
 def events_from_db(turn) -> list[ev.Event]:
     """Rebuild a turn's events from its Postgres rows (the stream expired or Redis lost it)."""
     events: list[ev.Event] = [ev.TurnStarted(thinking=turn.thinking, model=turn.model)]
-    steps = list(turn.step_rows.prefetch_related("tool_calls"))
+    steps = list(turn.step_rows.prefetch_related("tool_calls__attachments"))
     answer = getattr(turn, "answer", None) if hasattr(turn, "answer") else None
     for i, step in enumerate(steps):
         calls = list(step.tool_calls.all())
@@ -453,6 +456,7 @@ def events_from_db(turn) -> list[ev.Event]:
                         status=call.status,
                         error=call.error,
                         duration_ms=duration,
+                        files=[asdict(stored_file(a)) for a in call.attachments.all()],
                     )
                 )
         events.append(ev.StepFinished(index=step.index, finish_reason=step.finish_reason or ""))
