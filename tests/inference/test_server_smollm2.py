@@ -1,5 +1,6 @@
-"""The default model (SmolLM2-135M-Instruct from its GGUF) served live: real answers, continuous
-batching of concurrent streams, abort on disconnect, prefix cache hits, seeded sampling."""
+"""SmolLM2-135M-Instruct from its bundled GGUF served live: real answers, continuous batching of
+concurrent streams, abort on disconnect, prefix cache hits, seeded sampling. The model is named
+`smollm2`, not `default`, which resolves to whatever var/ holds (kimi-mini once it is built)."""
 
 import concurrent.futures
 import time
@@ -26,7 +27,9 @@ QUESTIONS = [
 @pytest.fixture(scope="module")
 def base_url():
     # fp32 so that a row's greedy tokens do not depend on which other rows share its batch.
-    with serve("default", "--dtype", "float32", "--kv-cache-tokens", "16384") as url:
+    with serve(
+        "smollm2", "--served-model-name", "smollm2", "--dtype", "float32", "--kv-cache-tokens", "16384"
+    ) as url:
         yield url
 
 
@@ -37,7 +40,7 @@ def client(base_url):
 
 def ask(client, question, **kw):
     params = {
-        "model": "default",
+        "model": "smollm2",
         "messages": [{"role": "user", "content": question}],
         "temperature": 0,
         "max_tokens": 16,
@@ -57,7 +60,7 @@ def health(base_url):
 def test_the_default_model_answers_streaming_and_not(client):
     reply = ask(client, QUESTIONS[0], max_tokens=24)
     assert "Paris" in reply.choices[0].message.content
-    assert reply.model == "default"
+    assert reply.model == "smollm2"
     assert stream_text(client, QUESTIONS[0], max_tokens=24) == reply.choices[0].message.content
 
 
@@ -91,12 +94,12 @@ def test_closing_the_stream_aborts_generation_and_frees_the_slot(client, base_ur
 def test_a_resent_conversation_hits_the_prefix_cache(client):
     system = "You are a careful assistant. " * 40
     first = [{"role": "system", "content": system}, {"role": "user", "content": "Hi!"}]
-    reply = client.chat.completions.create(model="default", messages=first, temperature=0, max_tokens=8)
+    reply = client.chat.completions.create(model="smollm2", messages=first, temperature=0, max_tokens=8)
     follow_up = first + [
         {"role": "assistant", "content": reply.choices[0].message.content},
         {"role": "user", "content": "And then?"},
     ]
-    again = client.chat.completions.create(model="default", messages=follow_up, temperature=0, max_tokens=8)
+    again = client.chat.completions.create(model="smollm2", messages=follow_up, temperature=0, max_tokens=8)
     cached = again.usage.prompt_tokens_details.cached_tokens
     assert cached >= reply.usage.prompt_tokens - 16  # all of the first prompt but a partial block
     assert cached < again.usage.prompt_tokens
