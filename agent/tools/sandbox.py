@@ -515,7 +515,8 @@ def _reap_idle() -> None:
         with _sessions_lock:
             idle = [k for k, s in _sessions.items() if s.closed or now - s.last_used > s.limits.idle_seconds]
         for key in idle:
-            if not _sessions[key].lock.locked():
+            session = _sessions.get(key)
+            if session is not None and not session.lock.locked():
                 end_session(key)
 
 
