@@ -32,16 +32,19 @@ def check_postgres() -> str | None:
 
 
 def sandbox_state() -> dict:
-    """The last worker's self-test: {"state": "ok"|"unavailable"|"unknown", "reason": ...}."""
+    """The last worker's self-test: {"state": "ok"|"unavailable"|"unknown", "reason", "bwrap", "memory_limit"}."""
     try:
         status = last_status()
     except Exception as error:
-        return {"state": "unknown", "reason": f"{type(error).__name__}: {error}"}
+        status = {"reason": f"{type(error).__name__}: {error}"}
     if status is None:
-        return {"state": "unknown", "reason": "no worker has reported its sandbox self-test"}
-    if status["available"]:
-        return {"state": "ok", "bwrap": status["bwrap"], "memory_limit": status["memory_limit"]}
-    return {"state": "unavailable", "reason": status["reason"], "degraded": "the python tool refuses to run"}
+        status = {"reason": "no worker has reported its sandbox self-test"}
+    state = {"state": "unknown", "reason": "", "bwrap": "", "memory_limit": "", **status}
+    if "available" in state:
+        state["state"] = "ok" if state.pop("available") else "unavailable"
+    if state["state"] == "unavailable":
+        state["degraded"] = "the python tool refuses to run"
+    return state
 
 
 def check_redis() -> str | None:

@@ -25,6 +25,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
+from chat.health import sandbox_state
 from chat.models import Conversation, Message, Step, ToolCall, Turn
 from corpus.models import Document
 
@@ -366,6 +367,7 @@ class TurnAdmin(admin.ModelAdmin):
             "board": board,
             "charts": dashboard.render_charts(board),
             "day_choices": (7, 30, 90),
+            "sandbox": sandbox_state(),
         }
         return TemplateResponse(request, "admin/chat/dashboard.html", context)
 
