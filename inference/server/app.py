@@ -3,28 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inference.engine import metrics
-from inference.engine.llm_engine import EngineFull, LLMEngine, PromptTooLong
-from inference.engine.sequence import SamplingParams
-from inference.server.chat_templates import (
-    IM_MIDDLE,
-    KIMI_K2_TEMPLATE,
-    TemplateError,
-    prompt_opens_thinking,
-    render_chat,
-)
-from inference.server.generation import Delta, Generation
-from inference.server.protocol import ChatCompletionRequest, Usage, completion_id, error_body, now
+from inference.engine.llm_engine import LLMEngine
+from inference.server.chat_completions import ChatCompletions, error_response
+from inference.server.chat_templates import IM_MIDDLE, KIMI_K2_TEMPLATE
+from inference.server.protocol import now
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +32,6 @@ def default_template(tokenizer) -> str:
     return CHATML_TEMPLATE
 
 
-def _error(status: int, message: str, type_="invalid_request_error", param=None, code=None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param, code), status_code=status)
-
-
 def create_app(engine: LLMEngine, model_name: str) -> FastAPI:
     app = FastAPI(title="kimiweb inference", docs_url=None, redoc_url=None)
     app.state.engine = engine
@@ -56,15 +42,16 @@ def create_app(engine: LLMEngine, model_name: str) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", []) if p != "body"]
         if first.get("type") == "json_invalid":
-            return _error(400, "the request body is not valid JSON")
-        message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request')}"
-        return _error(400, message, param=".".join(loc) or None)
+            return error_response(400, "the request body is not valid JSON")
+        loc = ".".join(str(p) for p in first.get("loc", []) if p != "body")
+        param = (first.get("ctx") or {}).get("param") or loc or None
+        message = f"{loc or 'body'}: {first.get('msg', 'invalid request').removeprefix('Value error, ')}"
+        return error_response(400, message, param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(
+        return error_response(
             exc.status_code,
             str(exc.detail),
             type_="not_found_error" if exc.status_code == 404 else "invalid_request_error",
@@ -95,187 +82,11 @@ def create_app(engine: LLMEngine, model_name: str) -> FastAPI:
     async def prometheus():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request):
-        if body.model not in names:
-            metrics.REQUESTS.labels("not_found").inc()
-            return _error(
-                404,
-                f"The model `{body.model}` does not exist; this server serves `{model_name}`.",
-                type_="not_found_error",
-                param="model",
-                code="model_not_found",
-            )
-        messages = [m.model_dump(exclude_none=True) for m in body.messages]
-        for m in messages:
-            if m["role"] == "developer":
-                m["role"] = "system"
-            if isinstance(m.get("content"), list):  # text parts only; we serve no images
-                m["content"] = "".join(p.get("text", "") for p in m["content"] if p.get("type") == "text")
-            m.setdefault("content", "")
-        kwargs = dict(body.chat_template_kwargs or {})
-        tools = body.tools if body.tool_choice != "none" else None
-        try:
-            prompt = render_chat(
-                template,
-                messages,
-                tools=tools,
-                bos_token=tokenizer.bos_token,
-                eos_token=tokenizer.eos_token,
-                **kwargs,
-            )
-        except TemplateError as exc:
-            return _error(400, f"the chat template rejected the messages: {exc}", param="messages")
-        except Exception as exc:  # a template bug or odd input should be a clear 400, not a 500
-            log.warning("chat template failed: %s", exc)
-            return _error(400, f"could not render the chat template: {exc}", param="messages")
-        prompt_ids = tokenizer.encode(prompt)
-        room = engine.max_model_len - len(prompt_ids)
-        if room <= 0:
-            metrics.REQUESTS.labels("too_long").inc()
-            return _error(
-                400,
-                f"This model's maximum context length is {engine.max_model_len} tokens, but the messages "
-                f"take {len(prompt_ids)} tokens.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        # A max_tokens beyond the context is clamped (the agent asks for long thinking budgets).
-        max_tokens = min(body.max_completion_tokens or body.max_tokens or room, room)
-        params = SamplingParams(
-            temperature=body.temperature,
-            top_p=body.top_p,
-            top_k=body.top_k,
-            max_tokens=max_tokens,
-            seed=body.seed,
-            ignore_eos=body.ignore_eos,
-        )
-        try:
-            gen = Generation(engine, prompt_ids, params, body.stop, prompt_opens_thinking(prompt))
-        except PromptTooLong as exc:
-            metrics.REQUESTS.labels("too_long").inc()
-            return _error(400, str(exc), param="messages", code="context_length_exceeded")
-        except EngineFull as exc:
-            metrics.REQUESTS.labels("busy").inc()
-            return _error(503, str(exc), type_="server_error", code="server_busy")
-        metrics.REQUESTS.labels("accepted").inc()
-        served = body.model
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                _stream(gen, served, include_usage),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        return await _complete(gen, served, request)
-
-    return app
-
-
-def _usage(gen: Generation) -> dict:
-    return Usage(
-        prompt_tokens=gen.prompt_tokens,
-        completion_tokens=gen.completion_tokens,
-        total_tokens=gen.prompt_tokens + gen.completion_tokens,
-        prompt_tokens_details={"cached_tokens": gen.cached_tokens},
-    ).model_dump()
-
-
-def _finish_reason(gen: Generation) -> str:
-    # "error" and "abort" are engine-side; clients know stop/length/tool_calls.
-    return gen.finish_reason if gen.finish_reason in ("stop", "length", "tool_calls") else "stop"
-
-
-async def _complete(gen: Generation, model: str, request: Request) -> JSONResponse:
-    reasoning, content, calls = [], [], {}
-    stream = gen.deltas()
-    try:
-        while True:
-            next_delta = asyncio.ensure_future(anext(stream))
-            while not next_delta.done():
-                # Poll for a vanished client so an abandoned request stops using the engine.
-                await asyncio.wait({next_delta}, timeout=0.5)
-                if not next_delta.done() and await request.is_disconnected():
-                    next_delta.cancel()
-                    gen.abort()
-                    return JSONResponse(error_body("client disconnected"), status_code=499)
-            try:
-                delta = next_delta.result()
-            except StopAsyncIteration:
-                break
-            reasoning.append(delta.reasoning)
-            content.append(delta.content)
-            for tc in delta.tool_calls:
-                call = calls.setdefault(
-                    tc["index"], {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
-                )
-                if "id" in tc:
-                    call["id"] = tc["id"]
-                    call["function"]["name"] = tc["function"]["name"]
-                call["function"]["arguments"] += tc["function"].get("arguments", "")
-    finally:
-        gen.abort()
-    if gen.finish_reason == "error":
-        return _error(500, "generation failed inside the engine; see the server log", type_="server_error")
-    message = {"role": "assistant", "content": "".join(content) or (None if calls else "")}
-    if any(reasoning):
-        message["reasoning_content"] = "".join(reasoning)
-    if calls:
-        message["tool_calls"] = [calls[i] for i in sorted(calls)]
-    return JSONResponse(
-        {
-            "id": completion_id(),
-            "object": "chat.completion",
-            "created": now(),
-            "model": model,
-            "choices": [
-                {"index": 0, "message": message, "finish_reason": _finish_reason(gen), "logprobs": None}
-            ],
-            "usage": _usage(gen),
-        }
+    app.add_api_route(
+        "/v1/chat/completions",
+        ChatCompletions(engine, model_name, names, template).handle,
+        methods=["POST"],
+        response_model=None,
     )
 
-
-async def _stream(gen: Generation, model: str, include_usage: bool):
-    cid, created = completion_id(), now()
-
-    def chunk(delta: dict, finish=None, usage=None, choices=True) -> str:
-        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-        body["choices"] = (
-            [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []
-        )
-        if usage is not None:
-            body["usage"] = usage
-        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-    try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for delta in gen.deltas():
-            for piece in _split(delta):
-                yield chunk(piece)
-        if gen.finish_reason == "error":
-            yield f"data: {json.dumps(error_body('generation failed inside the engine', 'server_error'))}\n\n"
-        else:
-            yield chunk({}, finish=_finish_reason(gen))
-            if include_usage:
-                yield chunk({}, usage=_usage(gen), choices=False)
-        yield "data: [DONE]\n\n"
-    finally:
-        # Also reached when the client disconnects (the response task is cancelled): free the slot.
-        gen.abort()
-
-
-def _split(delta: Delta):
-    """One SSE chunk per kind, in order: reasoning, content, then each tool call's start and arguments."""
-    if delta.reasoning:
-        yield {"reasoning_content": delta.reasoning}
-    if delta.content:
-        yield {"content": delta.content}
-    for tc in delta.tool_calls:
-        args = tc["function"].get("arguments", "")
-        if "id" in tc:
-            yield {"tool_calls": [{**tc, "function": {"name": tc["function"]["name"], "arguments": ""}}]}
-            if args:
-                yield {"tool_calls": [{"index": tc["index"], "function": {"arguments": args}}]}
-        else:
-            yield {"tool_calls": [tc]}
+    return app

@@ -18,6 +18,7 @@ from inference.server.parsers import (
     ToolCallArguments,
     ToolCallStart,
 )
+from inference.server.parsers.holdback import find_first, split_safe
 
 
 @dataclass
@@ -42,18 +43,11 @@ class StopStrings:
         if not self.stops:
             return text
         self.pending += text
-        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            out, self.pending, self.hit = self.pending[:cut], "", True
+        hit = find_first(self.pending, self.stops)
+        if hit is not None:
+            out, self.pending, self.hit = self.pending[: hit[0]], "", True
             return out
-        keep = 0
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(self.pending)), keep, -1):
-                if self.pending.endswith(s[:n]):
-                    keep = n
-                    break
-        out = self.pending[: len(self.pending) - keep]
-        self.pending = self.pending[len(self.pending) - keep :]
+        out, self.pending = split_safe(self.pending, self.stops)
         return out
 
     def finish(self) -> str:
@@ -69,6 +63,7 @@ class Generation:
         params: SamplingParams,
         stops: list[str],
         starts_in_reasoning: bool,
+        tools: list[dict] | None = None,
     ):
         self.engine = engine
         self.loop = asyncio.get_running_loop()
@@ -76,7 +71,7 @@ class Generation:
         self.detok = IncrementalDetokenizer(engine.tokenizer, prompt_ids)
         self.stops = StopStrings(stops)
         self.reasoning = KimiK2ReasoningDetector(in_reasoning=starts_in_reasoning)
-        self.tools = KimiK2ToolCallDetector()
+        self.tools = KimiK2ToolCallDetector(tools)
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
         self.finish_reason: str | None = None

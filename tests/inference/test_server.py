@@ -215,3 +215,121 @@ def test_a_kimi_vocabulary_without_a_template_gets_the_kimi_k2_template(tmp_path
         default_template(EngineTokenizer.from_dir(write_tiny_random_llama(tmp_path / "tiny")))
         == CHATML_TEMPLATE
     )
+
+
+def raw_post(base_url, body: bytes) -> httpx.Response:
+    return httpx.post(
+        base_url + "/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
+
+
+def assert_openai_error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error
+
+
+SURROGATE = '"a\\ud800b"'  # JSON text for a string holding a lone surrogate
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model": "default", "messages": [{"role": "user", "content": SUR}]}'.replace("SUR", SURROGATE),
+        '{"model": "default", "messages": [{"role": "user", "content": [{"type": "text", "text": SUR}]}]}'.replace(
+            "SUR", SURROGATE
+        ),
+        '{"model": "default", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function",'
+        ' "function": {"name": "f", "description": SUR}}]}'.replace("SUR", SURROGATE),
+        '{"model": SUR, "messages": [{"role": "user", "content": "hi"}]}'.replace("SUR", SURROGATE),
+        '{"model": "default", "messages": [{"role": "user", "content": "hi"}], "seed": 18446744073709551616}',
+        '{"model": "default", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+    ],
+    ids=["message", "content part", "tool description", "model name", "seed beyond 64 bits", "NaN"],
+)
+def test_invalid_text_and_out_of_range_numbers_are_openai_400s(base_url, body):
+    assert_openai_error(raw_post(base_url, body.encode()), 400)
+
+
+def test_an_unknown_model_with_odd_characters_is_a_404(base_url):
+    body = json.dumps({"model": "nope\u2028\u00e9", "messages": USER}).encode()
+    assert assert_openai_error(raw_post(base_url, body), 404)["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [
+        [{"type": "function"}],
+        [{"type": "function", "function": {"name": 3}}],
+        [{"type": "function", "function": {"name": "f", "parameters": "str"}}],
+        ["web_search"],
+    ],
+    ids=["no function", "non-string name", "parameters not an object", "not an object"],
+)
+def test_invalid_tool_schemas_are_400(client, tools):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="default", messages=USER, tools=tools)
+    assert err.value.body["type"] == "invalid_request_error"
+
+
+def test_a_tool_choice_naming_a_tool_not_in_tools_is_400(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="default",
+            messages=USER,
+            tools=[
+                {"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}
+            ],
+            tool_choice={"type": "function", "function": {"name": "browse"}},
+        )
+    assert err.value.body["param"] == "tool_choice"
+    assert "browse" in err.value.body["message"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"response_format": {"type": "json_object"}},
+        {"logit_bias": {"42": 5}},
+        {"presence_penalty": 0.5},
+        {"frequency_penalty": 0.5},
+        {"logprobs": True},
+        {"parallel_tool_calls": False},
+    ],
+    ids=lambda p: next(iter(p)),
+)
+def test_parameters_the_server_does_not_implement_are_400s_that_name_them(client, params):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="default", messages=USER, **params)
+    (name,) = params
+    assert err.value.body["param"] == name and name in err.value.body["message"]
+
+
+def test_image_parts_are_400(client):
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}, image]}]
+        )
+    assert "image_url" in err.value.body["message"]
+
+
+def test_parameters_at_their_neutral_values_are_accepted(client):
+    reply = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What is Kimi K2?"}]}],
+        temperature=0,
+        presence_penalty=0,
+        frequency_penalty=0,
+        logprobs=False,
+        response_format={"type": "text"},
+        seed=2**64 - 1,
+        extra_body={"chat_template_kwargs": {"thinking": False}},
+    )
+    assert reply.choices[0].message.content == "Hello from the scripted model."
+
+
+def test_wrong_methods_and_paths_are_openai_errors(base_url):
+    assert_openai_error(httpx.get(base_url + "/chat/completions"), 405)
+    assert_openai_error(httpx.get(base_url + "/nothing-here"), 404)
