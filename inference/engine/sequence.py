@@ -10,6 +10,19 @@ import torch
 
 
 @dataclass
+class ForcedTokens:
+    """Tokens the sampler writes instead of the model's choice (constrained decoding of a required
+    tool call): from the first token when `at_start`, else right after a token in `after` (the end of
+    the reasoning); a stop token sampled before then is replaced by them, so the output always holds
+    them. When the model picks `ids[0]` itself, the rest follow."""
+
+    ids: list[int]
+    after: frozenset[int] = frozenset()
+    stop_ids: frozenset[int] = frozenset()
+    at_start: bool = False
+
+
+@dataclass
 class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
@@ -18,6 +31,7 @@ class SamplingParams:
     seed: int | None = None
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
+    forced: ForcedTokens | None = None
 
 
 class Status(enum.Enum):
@@ -44,6 +58,7 @@ class Sequence:
         self.aborted = False
         self.finish_reason: str | None = None
         self.on_token = on_token  # called from the engine thread: (seq, token_id | None, finished)
+        self.forced_pos: int | None = 0 if params.forced and params.forced.at_start else None
         self.generator = None
         if params.seed is not None:
             self.generator = torch.Generator().manual_seed(params.seed)

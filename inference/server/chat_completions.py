@@ -12,10 +12,25 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from inference.engine import metrics
 from inference.engine.llm_engine import EngineFull, LLMEngine, PromptTooLong
-from inference.engine.sequence import SamplingParams
-from inference.server.chat_templates import TemplateError, prompt_opens_thinking, render_chat
+from inference.engine.sequence import ForcedTokens, SamplingParams
+from inference.server.chat_templates import (
+    THINK_END,
+    TOOL_CALL_ARGUMENT_BEGIN,
+    TOOL_CALL_BEGIN,
+    TOOL_CALLS_SECTION_BEGIN,
+    TemplateError,
+    prompt_opens_thinking,
+    render_chat,
+)
 from inference.server.generation import Delta, Generation
-from inference.server.protocol import ChatCompletionRequest, Usage, completion_id, error_body, now
+from inference.server.protocol import (
+    ChatCompletionRequest,
+    NamedToolChoice,
+    Usage,
+    completion_id,
+    error_body,
+    now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +108,7 @@ class ChatCompletions:
             max_tokens=max_tokens,
             seed=body.seed,
             ignore_eos=body.ignore_eos,
+            forced=self._forced_call(body, prompt),
         )
         try:
             gen = Generation(
@@ -113,6 +129,24 @@ class ChatCompletions:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         return await _complete(gen, body.model, request)
+
+    def _forced_call(self, body: ChatCompletionRequest, prompt: str) -> ForcedTokens | None:
+        """For tool_choice `required` or a named tool: the tool-call section (and the named call's header)
+        forced into the output where the reasoning ends."""
+        choice = body.tool_choice
+        text = TOOL_CALLS_SECTION_BEGIN + TOOL_CALL_BEGIN
+        if isinstance(choice, NamedToolChoice):
+            text += f"functions.{choice.function.name}:0{TOOL_CALL_ARGUMENT_BEGIN}"
+        elif choice != "required":
+            return None
+        tokenizer = self.engine.tokenizer
+        think_end = tokenizer.tokenizer.token_to_id(THINK_END)
+        return ForcedTokens(
+            ids=tokenizer.encode(text),
+            after=frozenset({think_end} if think_end is not None else ()),
+            stop_ids=frozenset(tokenizer.stop_ids),
+            at_start=not prompt_opens_thinking(prompt),
+        )
 
 
 def _usage(gen: Generation) -> dict:

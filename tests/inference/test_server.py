@@ -333,3 +333,53 @@ def test_parameters_at_their_neutral_values_are_accepted(client):
 def test_wrong_methods_and_paths_are_openai_errors(base_url):
     assert_openai_error(httpx.get(base_url + "/chat/completions"), 405)
     assert_openai_error(httpx.get(base_url + "/nothing-here"), 404)
+
+
+TWO_TOOLS = [
+    {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+    for name in ("web_search", "browse")
+]
+
+
+@pytest.mark.parametrize("thinking", [False, True], ids=["thinking off", "thinking on"])
+def test_tool_choice_required_forces_a_call_when_the_model_would_answer(client, thinking):
+    reply = client.chat.completions.create(
+        model="default",
+        messages=USER,
+        tools=TWO_TOOLS,
+        tool_choice="required",
+        temperature=0,
+        extra_body={"chat_template_kwargs": {"thinking": thinking}},
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (tool_call,) = choice.message.tool_calls
+    assert tool_call.function.name == "web_search"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("thinking", [False, True], ids=["thinking off", "thinking on"])
+def test_a_named_tool_choice_forces_that_tool(client, thinking, stream):
+    request = dict(
+        model="default",
+        messages=USER,
+        tools=TWO_TOOLS,
+        tool_choice={"type": "function", "function": {"name": "browse"}},
+        temperature=0,
+        extra_body={"chat_template_kwargs": {"thinking": thinking}},
+    )
+    if stream:
+        names = [
+            tc.function.name
+            for chunk in client.chat.completions.create(stream=True, **request)
+            if chunk.choices
+            for tc in chunk.choices[0].delta.tool_calls or []
+            if tc.id
+        ]
+        assert names == ["browse"]
+        return
+    choice = client.chat.completions.create(**request).choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (tool_call,) = choice.message.tool_calls
+    assert (tool_call.id, tool_call.function.name) == ("functions.browse:0", "browse")
+    assert choice.message.content is None
