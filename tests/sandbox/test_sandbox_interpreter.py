@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -113,10 +114,21 @@ plt.show()
     assert client.get(shared).status_code == 200
 
 
+CLEANUP: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_fake_binaries():
+    yield
+    while CLEANUP:
+        shutil.rmtree(CLEANUP.pop(), ignore_errors=True)
+
+
 def _failing_bwrap(tmp_path):
     """A bwrap that fails the way a kernel refusing user namespaces makes the real one fail (in a
     folder the sandbox's pool uid can reach: pytest's own is root's alone)."""
     tmp_path = Path(tempfile.mkdtemp(prefix="kimiweb-fake-bwrap-"))
+    CLEANUP.append(tmp_path)
     script = tmp_path / "bwrap"
     script.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
