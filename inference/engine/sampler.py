@@ -14,8 +14,21 @@ def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
     greedy = logits.argmax(dim=-1).tolist()
     out = []
     for i, seq in enumerate(seqs):
-        out.append(_force(seq, _choose(logits[i], greedy[i], seq)))
+        token = _force(seq, _choose(logits[i], greedy[i], seq))
+        if seq.params.logprobs is not None:
+            seq.last_logprobs = _logprobs(logits[i], token, seq.params.logprobs)
+        out.append(token)
     return out
+
+
+def _logprobs(logits: torch.Tensor, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
+    """The model's log-probability of `token` and its `top` most likely tokens (before temperature)."""
+    lp = logits.float().log_softmax(-1)
+    best = torch.topk(lp, top) if top else None
+    alternatives = (
+        list(zip(best.indices.tolist(), best.values.tolist(), strict=True)) if best is not None else []
+    )
+    return float(lp[token]), alternatives
 
 
 def _force(seq: Sequence, token: int) -> int:

@@ -32,6 +32,7 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     forced: ForcedTokens | None = None
+    logprobs: int | None = None  # report the chosen token's logprob and this many top alternatives
 
 
 class Status(enum.Enum):
@@ -59,6 +60,7 @@ class Sequence:
         self.finish_reason: str | None = None
         self.on_token = on_token  # called from the engine thread: (seq, token_id | None, finished)
         self.forced_pos: int | None = 0 if params.forced and params.forced.at_start else None
+        self.last_logprobs: tuple[float, list[tuple[int, float]]] | None = None  # of the newest token
         self.generator = None
         if params.seed is not None:
             self.generator = torch.Generator().manual_seed(params.seed)

@@ -109,6 +109,7 @@ class ChatCompletions:
             seed=body.seed,
             ignore_eos=body.ignore_eos,
             forced=self._forced_call(body, prompt),
+            logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         )
         try:
             gen = Generation(
@@ -164,7 +165,7 @@ def _finish_reason(gen: Generation) -> str:
 
 
 async def _complete(gen: Generation, model: str, request: Request) -> JSONResponse:
-    reasoning, content, calls = [], [], {}
+    reasoning, content, calls, logprobs = [], [], {}, []
     stream = gen.deltas()
     try:
         while True:
@@ -181,6 +182,7 @@ async def _complete(gen: Generation, model: str, request: Request) -> JSONRespon
             except StopAsyncIteration:
                 break
             reasoning.append(delta.reasoning)
+            logprobs += delta.logprobs
             content.append(delta.content)
             for tc in delta.tool_calls:
                 call = calls.setdefault(
@@ -208,7 +210,12 @@ async def _complete(gen: Generation, model: str, request: Request) -> JSONRespon
             "created": now(),
             "model": model,
             "choices": [
-                {"index": 0, "message": message, "finish_reason": _finish_reason(gen), "logprobs": None}
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": _finish_reason(gen),
+                    "logprobs": {"content": logprobs} if gen.seq.params.logprobs is not None else None,
+                }
             ],
             "usage": _usage(gen),
         }
@@ -218,10 +225,10 @@ async def _complete(gen: Generation, model: str, request: Request) -> JSONRespon
 async def _stream(gen: Generation, model: str, include_usage: bool):
     cid, created = completion_id(), now()
 
-    def chunk(delta: dict, finish=None, usage=None, choices=True) -> str:
+    def chunk(delta: dict, finish=None, usage=None, choices=True, logprobs=None) -> str:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
         body["choices"] = (
-            [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []
+            [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}] if choices else []
         )
         if usage is not None:
             body["usage"] = usage
@@ -230,8 +237,12 @@ async def _stream(gen: Generation, model: str, include_usage: bool):
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for delta in gen.deltas():
-            for piece in _split(delta):
-                yield chunk(piece)
+            # A delta's token logprobs ride on its first chunk (on an empty one while its text is held back).
+            pieces = list(_split(delta)) or [{}]
+            for i, piece in enumerate(pieces):
+                yield chunk(
+                    piece, logprobs={"content": delta.logprobs} if i == 0 and delta.logprobs else None
+                )
         if gen.finish_reason == "error":
             yield f"data: {json.dumps(error_body('generation failed inside the engine', 'server_error'))}\n\n"
         else:

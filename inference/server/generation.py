@@ -26,9 +26,10 @@ class Delta:
     reasoning: str = ""
     content: str = ""
     tool_calls: list[dict] = field(default_factory=list)
+    logprobs: list[dict] = field(default_factory=list)  # OpenAI `logprobs.content` entries, one a token
 
     def __bool__(self) -> bool:
-        return bool(self.reasoning or self.content or self.tool_calls)
+        return bool(self.reasoning or self.content or self.tool_calls or self.logprobs)
 
 
 class StopStrings:
@@ -85,7 +86,8 @@ class Generation:
         return self.seq.num_cached_prompt
 
     def _on_token(self, seq, token, reason):  # engine thread
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (token, reason))
+        logprobs = seq.last_logprobs if token is not None else None
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (token, reason, logprobs))
 
     def abort(self) -> None:
         if self.finish_reason is None:
@@ -95,8 +97,10 @@ class Generation:
     async def deltas(self):
         """Yield Delta objects until generation ends; `finish_reason` is set afterwards."""
         while True:
-            token, reason = await self.queue.get()
+            token, reason, logprobs = await self.queue.get()
             delta = Delta()
+            if logprobs is not None:
+                delta.logprobs.append(self._logprob_entry(token, *logprobs))
             if token is not None:
                 if self.first_token_at is None:
                     self.first_token_at = time.perf_counter()
@@ -121,6 +125,13 @@ class Generation:
                 return
             if delta:
                 yield delta
+
+    def _logprob_entry(self, token: int, logprob: float, top: list[tuple[int, float]]) -> dict:
+        def entry(token_id: int, value: float) -> dict:
+            text = self.engine.tokenizer.decode([token_id])
+            return {"token": text, "logprob": value, "bytes": list(text.encode("utf-8", "replace"))}
+
+        return {**entry(token, logprob), "top_logprobs": [entry(t, v) for t, v in top]}
 
     def _parse(self, text: str, delta: Delta) -> None:
         if text:

@@ -91,8 +91,6 @@ UNSUPPORTED = {
     "logit_bias": lambda v: not v,
     "presence_penalty": lambda v: not v,
     "frequency_penalty": lambda v: not v,
-    "logprobs": lambda v: not v,
-    "top_logprobs": lambda v: not v,
     "parallel_tool_calls": lambda v: v is None or v is True,
     "functions": lambda v: v is None,
     "function_call": lambda v: v is None,
@@ -122,6 +120,8 @@ class ChatCompletionRequest(BaseModel):
     chat_template_kwargs: dict[str, Any] | None = None
     separate_reasoning: bool = True
     ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
     @model_validator(mode="before")
     @classmethod

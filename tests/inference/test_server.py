@@ -294,7 +294,6 @@ def test_a_tool_choice_naming_a_tool_not_in_tools_is_400(client):
         {"logit_bias": {"42": 5}},
         {"presence_penalty": 0.5},
         {"frequency_penalty": 0.5},
-        {"logprobs": True},
         {"parallel_tool_calls": False},
     ],
     ids=lambda p: next(iter(p)),
@@ -383,3 +382,30 @@ def test_a_named_tool_choice_forces_that_tool(client, thinking, stream):
     (tool_call,) = choice.message.tool_calls
     assert (tool_call.id, tool_call.function.name) == ("functions.browse:0", "browse")
     assert choice.message.content is None
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_logprobs_come_back_per_token_with_the_top_alternatives(client, stream):
+    request = dict(
+        model="default",
+        messages=USER,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        extra_body={"chat_template_kwargs": {"thinking": False}},
+    )
+    if stream:
+        entries = [
+            entry
+            for chunk in client.chat.completions.create(stream=True, **request)
+            if chunk.choices and chunk.choices[0].logprobs
+            for entry in chunk.choices[0].logprobs.content
+        ]
+    else:
+        entries = client.chat.completions.create(**request).choices[0].logprobs.content
+    assert "".join(e.token for e in entries) == "Hello from the scripted model."
+    for e in entries:
+        assert e.logprob <= 0 and len(e.top_logprobs) == 3
+        assert e.top_logprobs[0].token == e.token  # greedy picks the most likely token
+        assert e.top_logprobs[0].logprob == pytest.approx(e.logprob)
+        assert bytes(e.bytes).decode() == e.token
