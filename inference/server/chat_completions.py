@@ -74,8 +74,11 @@ class ChatCompletions:
         tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
         if body.tool_choice == "none":
             tools = []
+        # Rendering and tokenizing a long conversation takes a while: off the event loop, so /health and
+        # the streams in flight stay responsive.
         try:
-            prompt = render_chat(
+            prompt = await asyncio.to_thread(
+                render_chat,
                 self.template,
                 messages,
                 tools=tools or None,
@@ -88,7 +91,7 @@ class ChatCompletions:
         except Exception as exc:  # a template bug or odd input should be a clear 400, not a 500
             log.warning("chat template failed: %s", exc)
             return error_response(400, f"could not render the chat template: {exc}", param="messages")
-        prompt_ids = tokenizer.encode(prompt)
+        prompt_ids = await asyncio.to_thread(tokenizer.encode, prompt)
         room = engine.max_model_len - len(prompt_ids)
         if room <= 0:
             metrics.REQUESTS.labels("too_long").inc()
