@@ -38,6 +38,9 @@ class ContentSecurityPolicyMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
         self.policy = getattr(settings, "CONTENT_SECURITY_POLICY", DEFAULT_POLICY)
+        if getattr(settings, "ARTIFACT_ORIGIN", ""):
+            # Artifact frames load from their own origin (chat/artifacts.py); nothing else changes.
+            self.policy += f"; frame-src 'self' {settings.ARTIFACT_ORIGIN}"
 
     def __call__(self, request):
         response = self.get_response(request)

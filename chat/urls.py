@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import attachments, views
+from . import artifacts, attachments, views
 
 app_name = "chat"
 
@@ -22,6 +22,7 @@ urlpatterns = [
     path("conversations/", views.conversation_list, name="list"),
     path("preferences", views.preferences, name="preferences"),
     path("s/<str:token>/", views.shared, name="shared"),
+    path("artifact/runtime/", artifacts.runtime, name="artifact_runtime"),
     path("files/<uuid:uuid>", attachments.download, name="attachment"),
     path("s/<str:token>/files/<uuid:uuid>", attachments.shared_download, name="shared_attachment"),
 ]

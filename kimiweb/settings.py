@@ -61,6 +61,11 @@ SECRET_KEY = env("SECRET_KEY", default=None) or (
 )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Artifacts (code from answers rendered live) load from this origin when set, e.g.
+# `https://artifacts.example.org`: the same web process answers it with the artifact runtime only.
+ARTIFACT_ORIGIN = env.str("ARTIFACT_ORIGIN", default="").rstrip("/")
+if ARTIFACT_ORIGIN:
+    ALLOWED_HOSTS.append(ARTIFACT_ORIGIN.split("://", 1)[-1].split(":")[0])
 
 INSTALLED_APPS = [
     "daphne",
@@ -81,6 +86,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chat.artifacts.ArtifactHostMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "chat.middleware.PublicErrorPagesMiddleware",
     "chat.middleware.RejectInvalidTextMiddleware",
