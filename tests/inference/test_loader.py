@@ -3,9 +3,10 @@ the real loader, and the bundled GGUF default model with its tokenizer."""
 
 import json
 
+import httpx
 import pytest
 import torch
-from inference_servers import byte_level_tokenizer
+from inference_servers import byte_level_tokenizer, serve
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -261,3 +262,14 @@ def test_int4_experts_run_on_the_native_path_when_the_rest_of_the_model_is_float
     assert int4_logits.dtype == torch.float32
     assert int4_logits.argmax() == twin_logits.argmax()
     assert (int4_logits - twin_logits).abs().max() < 0.03 * twin_logits.abs().max()
+
+
+def test_an_int4_checkpoint_served_in_float32_answers(int4_and_twin):
+    with serve(int4_and_twin[0], "--dtype", "float32", "--kv-cache-tokens", "1024") as url:
+        reply = httpx.post(
+            url + "/chat/completions",
+            json={"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+            timeout=60,
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] >= 1
