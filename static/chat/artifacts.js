@@ -1,0 +1,136 @@
+/* kimiweb artifacts on the chat page: code blocks of an answer that hold HTML, SVG, a React
+ * component or a Mermaid diagram get a Preview button; Preview opens a panel beside the thread that
+ * runs the artifact in <iframe sandbox="allow-scripts"> on the runtime page (chat/artifacts.py).
+ * The frame is spoken to only by postMessage, and its messages are accepted only when their source
+ * is that frame's window (its origin is opaque: "null"). Errors show in the panel with their line and
+ * a "Fix this" button that sends them to the model through the composer. */
+(function () {
+  "use strict";
+
+  var LANGS = { html: "html", htm: "html", xhtml: "html", svg: "svg", jsx: "react", tsx: "react", mermaid: "mermaid", mmd: "mermaid" };
+  var panel = null, frame = null, current = null;
+
+  function runtimeUrl() {
+    var meta = document.querySelector('meta[name="artifact-runtime"]');
+    return meta ? meta.content : "/artifact/runtime/";
+  }
+
+  function kindOf(pre) {
+    var code = pre.querySelector("code");
+    if (!code) return null;
+    var m = /language-([\w-]+)/.exec(code.className || "");
+    var lang = m ? m[1].toLowerCase() : "";
+    var text = code.textContent;
+    var kind = LANGS[lang] || null;
+    if (!kind && (lang === "js" || lang === "javascript" || lang === "ts" || lang === "typescript") &&
+        /export\s+default/.test(text) && /<[A-Za-z]/.test(text)) kind = "react";
+    if (!kind && (lang === "xml" || lang === "") && /^\s*<svg[\s>]/i.test(text)) kind = "svg";
+    if (kind === "html" && /^\s*<svg[\s>]/i.test(text)) kind = "svg";
+    if (kind === "react" && !/export\s+default/.test(text)) return null;
+    return kind;
+  }
+
+  function addPreviewButtons(root) {
+    Array.prototype.forEach.call((root || document).querySelectorAll(".answer pre:not([data-artifact])"), function (pre) {
+      var kind = kindOf(pre);
+      pre.setAttribute("data-artifact", kind || "");
+      if (!kind) return;
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "artifact-preview";
+      button.textContent = "Preview";
+      button.setAttribute("data-artifact-kind", kind);
+      pre.appendChild(button);
+    });
+  }
+
+  function codeOf(pre) { return pre.querySelector("code").textContent; }
+
+  function buildPanel() {
+    panel = document.createElement("aside");
+    panel.className = "artifact-panel";
+    panel.id = "artifact-panel";
+    panel.setAttribute("aria-label", "Artifact");
+    panel.innerHTML =
+      '<header class="artifact-bar"><strong class="artifact-title"></strong>' +
+      '<button type="button" data-artifact-tab="preview" aria-pressed="true">Preview</button>' +
+      '<button type="button" data-artifact-tab="code" aria-pressed="false">Code</button>' +
+      '<button type="button" data-artifact-do="reload">Reload</button>' +
+      '<button type="button" data-artifact-do="open">Open</button>' +
+      '<button type="button" data-artifact-do="close" aria-label="Close artifact">×</button></header>' +
+      '<div class="artifact-error" hidden><pre class="artifact-error-text"></pre>' +
+      '<button type="button" data-artifact-do="fix">Fix this</button></div>' +
+      '<div class="artifact-stage"></div><pre class="artifact-code" hidden><code></code></pre>';
+    document.body.appendChild(panel);
+    if (!document.getElementById("composer")) panel.querySelector('[data-artifact-do="fix"]').hidden = true;
+  }
+
+  function render() {
+    var stage = panel.querySelector(".artifact-stage");
+    stage.textContent = "";
+    panel.querySelector(".artifact-error").hidden = true;
+    frame = document.createElement("iframe");
+    frame.setAttribute("sandbox", "allow-scripts");
+    frame.setAttribute("referrerpolicy", "no-referrer");
+    frame.setAttribute("title", "Artifact preview");
+    frame.src = runtimeUrl();
+    frame.dataset.sent = "";
+    stage.appendChild(frame);
+  }
+
+  function open(pre) {
+    if (!panel) buildPanel();
+    current = { kind: pre.getAttribute("data-artifact"), code: codeOf(pre), title: pre.getAttribute("data-title") || "" };
+    panel.querySelector(".artifact-title").textContent = current.title || current.kind;
+    panel.querySelector(".artifact-code code").textContent = current.code;
+    document.body.classList.add("artifact-open");
+    render();
+  }
+
+  window.addEventListener("message", function (evt) {
+    if (!frame || evt.source !== frame.contentWindow) return;
+    var data = evt.data;
+    if (!data || typeof data !== "object" || data.kimiweb_artifact !== 1) return;
+    if (data.type === "ready" && !frame.dataset.sent) {
+      frame.dataset.sent = "1";
+      frame.contentWindow.postMessage({ kimiweb_artifact: 1, type: "render", artifact: current }, "*");
+    } else if (data.type === "error") {
+      var box = panel.querySelector(".artifact-error");
+      box.querySelector(".artifact-error-text").textContent =
+        String(data.message || "Error").slice(0, 2000) + (data.line ? " (line " + Number(data.line) + ")" : "");
+      box.hidden = false;
+    }
+  });
+
+  document.addEventListener("click", function (evt) {
+    var el = evt.target.closest("button");
+    if (!el) return;
+    if (el.classList.contains("artifact-preview")) { open(el.parentElement); return; }
+    if (!panel || !panel.contains(el)) return;
+    var tab = el.getAttribute("data-artifact-tab");
+    if (tab) {
+      panel.querySelector(".artifact-stage").hidden = tab !== "preview";
+      panel.querySelector(".artifact-code").hidden = tab !== "code";
+      Array.prototype.forEach.call(panel.querySelectorAll("[data-artifact-tab]"), function (b) {
+        b.setAttribute("aria-pressed", String(b === el));
+      });
+    }
+    var action = el.getAttribute("data-artifact-do");
+    if (action === "reload") render();
+    else if (action === "close") document.body.classList.remove("artifact-open");
+    else if (action === "open") {
+      var payload = btoa(unescape(encodeURIComponent(JSON.stringify(current))));
+      window.open(runtimeUrl() + "#" + payload, "_blank", "noopener");
+    } else if (action === "fix") {
+      var text = document.getElementById("composer-text");
+      var form = document.getElementById("composer");
+      if (!text || !form) return;
+      text.value = "The artifact fails with this error:\n\n" + panel.querySelector(".artifact-error-text").textContent +
+        "\n\nPlease fix it.";
+      form.requestSubmit();
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () { addPreviewButtons(document); });
+  document.addEventListener("htmx:wsAfterMessage", function () { addPreviewButtons(document); });
+})();

@@ -1,0 +1,152 @@
+"""Artifacts in a real browser: code blocks of an answer render in the sandboxed panel, and attack
+artifacts cannot reach the app (its cookies, storage, DOM, API, top window) or spoof its messages."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from chat_fixtures import make_conversation, make_finished_turn
+from conftest import log_in
+from playwright.sync_api import expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+FENCE = "`" * 3
+
+HTML = """<!doctype html>
+<html><body><p id="out">static</p>
+<script>document.getElementById("out").textContent = "from script";</script>
+</body></html>"""
+
+REACT = """import { useState } from "react";
+import { LineChart, Line } from "recharts";
+import { Check } from "lucide-react";
+
+export default function Counter() {
+  const [n, setN] = useState(0);
+  return (
+    <div className="p-4">
+      <button onClick={() => setN(n + 1)}>count {n}</button>
+      <Check />
+      <LineChart width={240} height={120} data={[{ v: 1 }, { v: 3 }, { v: 2 }]}>
+        <Line dataKey="v" />
+      </LineChart>
+    </div>
+  );
+}"""
+
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><circle id="dot" cx="50" cy="50" r="40"/></svg>'
+MERMAID = "graph TD\n  A[Start] --> B[Finish]"
+BROKEN_JSX = "export default function App() {\n  return <div>\n    <p>hi</div>;\n}"
+
+ATTACK = """<script>
+const r = {};
+try { r.cookie = document.cookie; } catch (e) { r.cookie = "blocked"; }
+try { r.storage = localStorage.length; } catch (e) { r.storage = "blocked"; }
+try { r.parent = parent.document.title; } catch (e) { r.parent = "blocked"; }
+try { top.location = "about:blank#pwned"; r.top = "navigated"; } catch (e) { r.top = "blocked"; }
+r.popup = window.open("about:blank") ? "opened" : "blocked";
+parent.postMessage({ kimiweb_artifact: 1, type: "render", artifact: { kind: "html", code: "x" } }, "*");
+parent.postMessage({ kimiweb_artifact: 1, type: "ready" }, "*");
+Promise.all([APP_API, INFERENCE].map((u) => fetch(u, { credentials: "include" }).then(() => "reached", () => "blocked")))
+  .then(([app, inference]) => { r.app = app; r.inference = inference; document.documentElement.dataset.result = JSON.stringify(r); });
+</script>"""
+
+
+def answer_with(lang, code):
+    return f"Here it is:\n\n{FENCE}{lang}\n{code}\n{FENCE}\n"
+
+
+def open_conversation(page, live_url, user, answer):
+    conv = make_conversation(user)
+    make_finished_turn(conv, question="Make me something", answer=answer)
+    log_in(page, live_url, user)
+    page.goto(f"{live_url}/c/{conv.uuid}/")
+    return conv
+
+
+def preview(page):
+    page.locator(".answer .artifact-preview").first.click()
+    frame_el = page.locator("#artifact-panel iframe")
+    expect(frame_el).to_have_attribute("sandbox", "allow-scripts")
+    return page.frame_locator("#artifact-panel iframe")
+
+
+def test_html_artifact_runs_its_script_in_the_panel(live_url, new_page, user, page_errors):
+    page = new_page()
+    open_conversation(page, live_url, user, answer_with("html", HTML))
+    frame = preview(page)
+    expect(frame.locator("#out")).to_have_text("from script")
+
+
+def test_svg_artifact_renders(live_url, new_page, user):
+    page = new_page()
+    open_conversation(page, live_url, user, answer_with("svg", SVG))
+    expect(preview(page).locator("#dot")).to_be_attached()
+
+
+def test_react_artifact_keeps_state_and_draws_a_vendored_chart(live_url, new_page, user):
+    page = new_page()
+    open_conversation(page, live_url, user, answer_with("jsx", REACT))
+    frame = preview(page)
+    button = frame.locator("button")
+    expect(button).to_have_text("count 0", timeout=20_000)
+    button.click()
+    expect(button).to_have_text("count 1")
+    expect(frame.locator(".recharts-line")).to_be_attached()
+    expect(frame.locator("svg.lucide-check")).to_be_attached()
+
+
+def test_mermaid_artifact_renders_a_diagram(live_url, new_page, user):
+    page = new_page()
+    open_conversation(page, live_url, user, answer_with("mermaid", MERMAID))
+    expect(preview(page).locator("#diagram svg")).to_contain_text("Finish", timeout=20_000)
+
+
+def test_jsx_syntax_error_shows_its_line_and_fix_this(live_url, new_page, user):
+    page = new_page()
+    open_conversation(page, live_url, user, answer_with("jsx", BROKEN_JSX))
+    preview(page)
+    error = page.locator("#artifact-panel .artifact-error")
+    expect(error).to_be_visible(timeout=20_000)
+    expect(error).to_contain_text("(line 3)")
+    expect(error.locator("button", has_text="Fix this")).to_be_visible()
+
+
+def test_attack_artifact_reaches_nothing_of_the_app(live_url, new_page, user):
+    page = new_page()
+    code = ATTACK.replace("APP_API", json.dumps(live_url + "/conversations/")).replace(
+        "INFERENCE", json.dumps("http://127.0.0.1:30000/v1/models")
+    )
+    open_conversation(page, live_url, user, answer_with("html", code))
+    page.evaluate("localStorage.setItem('secret', 'x')")
+    frame = preview(page)
+    expect(frame.locator("html[data-result]")).to_be_attached(timeout=10_000)
+    result = json.loads(frame.locator("html").get_attribute("data-result"))
+    assert result == {
+        "cookie": "blocked",
+        "storage": "blocked",
+        "parent": "blocked",
+        "top": "blocked",
+        "popup": "blocked",
+        "app": "blocked",
+        "inference": "blocked",
+    }
+    assert "#pwned" not in page.url
+    # The spoofed "render"/"ready" messages changed nothing: the panel still runs the same frame.
+    expect(page.locator("#artifact-panel iframe")).to_have_count(1)
+    assert len(page.context.pages) == 1
+
+
+def test_app_page_csp_is_unchanged_and_the_runtime_is_sandboxed(live_url, user, db_write):
+    app = httpx.get(live_url + "/accounts/login/").headers["content-security-policy"]
+    assert "unsafe-inline" not in app.split("script-src")[1].split(";")[0]
+    assert "unsafe-eval" not in app
+    assert "script-src 'self';" in app
+    runtime = httpx.get(live_url + "/artifact/runtime/")
+    policy = runtime.headers["content-security-policy"]
+    assert "sandbox allow-scripts" in policy
+    assert "connect-src 'none'" in policy
+    assert "set-cookie" not in runtime.headers
