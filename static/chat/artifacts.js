@@ -46,6 +46,24 @@
 
   function codeOf(pre) { return pre.querySelector("code").textContent; }
 
+  // An artifact is named by the fence's title, else by its kind and order within its answer; the
+  // same name in later answers (or a regenerated one) is a newer version of it.
+  function keyOf(pre) {
+    if (pre.getAttribute("data-title")) return "t:" + pre.getAttribute("data-title");
+    var kind = pre.getAttribute("data-artifact");
+    var answer = pre.closest(".answer");
+    var same = Array.prototype.filter.call(answer.querySelectorAll("pre[data-artifact]"), function (p) {
+      return p.getAttribute("data-artifact") === kind;
+    });
+    return kind + "#" + same.indexOf(pre);
+  }
+
+  function versionsOf(key) {
+    return Array.prototype.filter.call(document.querySelectorAll(".answer pre[data-artifact]"), function (p) {
+      return p.getAttribute("data-artifact") && keyOf(p) === key;
+    });
+  }
+
   function buildPanel() {
     panel = document.createElement("aside");
     panel.className = "artifact-panel";
@@ -53,9 +71,12 @@
     panel.setAttribute("aria-label", "Artifact");
     panel.innerHTML =
       '<header class="artifact-bar"><strong class="artifact-title"></strong>' +
+      '<select class="artifact-version" aria-label="Version"></select>' +
       '<button type="button" data-artifact-tab="preview" aria-pressed="true">Preview</button>' +
       '<button type="button" data-artifact-tab="code" aria-pressed="false">Code</button>' +
       '<button type="button" data-artifact-do="reload">Reload</button>' +
+      '<button type="button" data-artifact-do="copy">Copy</button>' +
+      '<button type="button" data-artifact-do="download">Download</button>' +
       '<button type="button" data-artifact-do="open">Open</button>' +
       '<button type="button" data-artifact-do="close" aria-label="Close artifact">×</button></header>' +
       '<div class="artifact-error" hidden><pre class="artifact-error-text"></pre>' +
@@ -63,6 +84,11 @@
       '<div class="artifact-stage"></div><pre class="artifact-code" hidden><code></code></pre>';
     document.body.appendChild(panel);
     if (!document.getElementById("composer")) panel.querySelector('[data-artifact-do="fix"]').hidden = true;
+    panel.querySelector(".artifact-version").addEventListener("change", function (evt) {
+      var versions = versionsOf(current.key);
+      var pre = versions[parseInt(evt.target.value, 10)];
+      if (pre) open(pre);
+    });
   }
 
   function render() {
@@ -81,6 +107,18 @@
   function open(pre) {
     if (!panel) buildPanel();
     current = { kind: pre.getAttribute("data-artifact"), code: codeOf(pre), title: pre.getAttribute("data-title") || "" };
+    current.key = keyOf(pre);
+    var versions = versionsOf(current.key);
+    var select = panel.querySelector(".artifact-version");
+    select.textContent = "";
+    versions.forEach(function (p, i) {
+      var option = document.createElement("option");
+      option.value = String(i);
+      option.textContent = "v" + (i + 1);
+      option.selected = p === pre;
+      select.appendChild(option);
+    });
+    select.hidden = versions.length < 2;
     panel.querySelector(".artifact-title").textContent = current.title || current.kind;
     panel.querySelector(".artifact-code code").textContent = current.code;
     document.body.classList.add("artifact-open");
@@ -118,6 +156,8 @@
     var action = el.getAttribute("data-artifact-do");
     if (action === "reload") render();
     else if (action === "close") document.body.classList.remove("artifact-open");
+    else if (action === "copy") navigator.clipboard && navigator.clipboard.writeText(current.code);
+    else if (action === "download") download();
     else if (action === "open") {
       var payload = btoa(unescape(encodeURIComponent(JSON.stringify(current))));
       window.open(runtimeUrl() + "#" + payload, "_blank", "noopener");
@@ -130,6 +170,30 @@
       form.requestSubmit();
     }
   });
+
+  // A self-contained .html: the same document the frame runs, with the vendored scripts inlined.
+  function download() {
+    var artifact = { kind: current.kind, code: current.code, title: current.title };
+    fetch(runtimeUrl(), { credentials: "omit" }).then(function (r) { return r.text(); }).then(function (html) {
+      var doc = new DOMParser().parseFromString(html, "text/html");
+      var urls = JSON.parse(doc.getElementById("artifact-assets").textContent);
+      var names = window.KimiArtifact.requiredAssets(artifact.kind);
+      return Promise.all(names.map(function (name) {
+        return fetch(urls[name]).then(function (r) { return r.text(); });
+      })).then(function (texts) {
+        var inline = {};
+        names.forEach(function (name, i) { inline[name] = texts[i]; });
+        var out = window.KimiArtifact.buildDocument(artifact, window.KimiArtifact.inlineTag(inline));
+        var link = document.createElement("a");
+        link.href = URL.createObjectURL(new Blob([out], { type: "text/html" }));
+        link.download = (artifact.title || "artifact").replace(/[^\w.-]+/g, "-") + ".html";
+        document.body.appendChild(link);
+        link.click();
+        link.remove();
+        setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
+      });
+    });
+  }
 
   document.addEventListener("DOMContentLoaded", function () { addPreviewButtons(document); });
   document.addEventListener("htmx:wsAfterMessage", function () { addPreviewButtons(document); });

@@ -150,3 +150,35 @@ def test_app_page_csp_is_unchanged_and_the_runtime_is_sandboxed(live_url, user, 
     assert "sandbox allow-scripts" in policy
     assert "connect-src 'none'" in policy
     assert "set-cookie" not in runtime.headers
+
+
+def test_the_same_artifact_in_a_later_answer_is_a_new_version(live_url, new_page, user):
+    page = new_page()
+    conv = open_conversation(page, live_url, user, answer_with("svg", SVG))
+    make_finished_turn(
+        conv, question="Make it red", answer=answer_with("svg", SVG.replace("<circle", '<circle fill="red"'))
+    )
+    page.reload()
+    page.locator(".answer .artifact-preview").first.click()
+    select = page.locator("#artifact-panel .artifact-version")
+    expect(select.locator("option")).to_have_count(2)
+    frame = page.frame_locator("#artifact-panel iframe")
+    expect(frame.locator("#dot")).not_to_have_attribute("fill", "red")
+    select.select_option("1")
+    expect(frame.locator("#dot")).to_have_attribute("fill", "red")
+
+
+def test_download_is_a_file_that_renders_offline(live_url, new_page, user, tmp_path):
+    page = new_page()
+    open_conversation(page, live_url, user, answer_with("jsx", REACT))
+    preview(page)
+    with page.expect_download() as info:
+        page.locator('#artifact-panel [data-artifact-do="download"]').click()
+    path = tmp_path / "artifact.html"
+    info.value.save_as(path)
+    offline = new_page(offline=True)
+    offline.goto(path.as_uri())
+    button = offline.locator("button")
+    expect(button).to_have_text("count 0", timeout=20_000)
+    button.click()
+    expect(button).to_have_text("count 1")
