@@ -76,6 +76,11 @@ def runtime_policy(origin: str) -> str:
     )
 
 
+def runtime_context(request) -> dict:
+    """Template context: where artifact frames load the runtime page from (base.html's meta tag)."""
+    return {"artifact_runtime_url": runtime_url()}
+
+
 @require_GET
 @xframe_options_exempt
 def runtime(request):

@@ -174,7 +174,7 @@
   // A self-contained .html: the same document the frame runs, with the vendored scripts inlined.
   function download() {
     var artifact = { kind: current.kind, code: current.code, title: current.title };
-    fetch(runtimeUrl(), { credentials: "omit" }).then(function (r) { return r.text(); }).then(function (html) {
+    fetch("/artifact/runtime/", { credentials: "omit" }).then(function (r) { return r.text(); }).then(function (html) {
       var doc = new DOMParser().parseFromString(html, "text/html");
       var urls = JSON.parse(doc.getElementById("artifact-assets").textContent);
       var names = window.KimiArtifact.requiredAssets(artifact.kind);
