@@ -196,5 +196,41 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () { addPreviewButtons(document); });
-  document.addEventListener("htmx:wsAfterMessage", function () { addPreviewButtons(document); });
+  // A block is still streaming while its turn runs and nothing follows it in the answer yet.
+  function streaming(pre) {
+    var turn = pre.closest(".turn");
+    var foot = turn && document.getElementById("status-" + turn.getAttribute("data-turn"));
+    var status = foot ? foot.getAttribute("data-status") : "done";
+    return (status === "running" || status === "queued") && !pre.nextElementSibling;
+  }
+
+  // While the model writes an artifact the panel shows its code growing; it renders once the block closes.
+  var following = null;
+  function followStream() {
+    var pres = document.querySelectorAll('.turn:not([data-old]) .answer pre[data-artifact]:not([data-artifact=""])');
+    var pre = pres[pres.length - 1];
+    if (!pre) return;
+    var turnId = pre.closest(".turn").getAttribute("data-turn");
+    var id = turnId + "/" + keyOf(pre);
+    if (streaming(pre)) {
+      if (!panel) buildPanel();
+      following = id;
+      current = { kind: pre.getAttribute("data-artifact"), code: codeOf(pre), title: "", key: keyOf(pre) };
+      panel.querySelector(".artifact-title").textContent = current.kind + " (writing…)";
+      panel.querySelector(".artifact-code code").textContent = current.code;
+      panel.querySelector(".artifact-stage").hidden = true;
+      panel.querySelector(".artifact-code").hidden = false;
+      document.body.classList.add("artifact-open");
+    } else if (following === id) {
+      following = null;
+      panel.querySelector(".artifact-stage").hidden = false;
+      panel.querySelector(".artifact-code").hidden = true;
+      open(pre);
+    }
+  }
+
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    addPreviewButtons(document);
+    followStream();
+  });
 })();

@@ -182,3 +182,47 @@ def test_download_is_a_file_that_renders_offline(live_url, new_page, user, tmp_p
     expect(button).to_have_text("count 0", timeout=20_000)
     button.click()
     expect(button).to_have_text("count 1")
+
+
+TODO_APP = """import { useState } from "react";
+
+export default function TodoApp() {
+  const [items, setItems] = useState([]);
+  const [text, setText] = useState("");
+  const add = () => { if (text.trim()) { setItems([...items, text]); setText(""); } };
+  return (
+    <div className="p-4">
+      <input value={text} onChange={(e) => setText(e.target.value)} placeholder="New task" />
+      <button onClick={add}>Add</button>
+      <ul>{items.map((item, i) => <li key={i}>{item}</li>)}</ul>
+    </div>
+  );
+}"""
+
+
+def test_a_streamed_react_todo_app_shows_growing_code_then_runs_beside_the_chat(
+    live_url, stack_db, new_page, user, page_errors
+):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "agent"))
+    from scripted_model import Reply, ScriptedModelServer
+    from test_live_stack import send, start_worker
+
+    reply = Reply(content=answer_with("jsx", TODO_APP) + "\nAdd tasks with the button.", piece=12, delay=0.03)
+    with ScriptedModelServer(lambda body, n: reply) as model:
+        worker = start_worker(stack_db, model.url)
+        try:
+            page = new_page()
+            log_in(page, live_url, user)
+            send(page, live_url, "A to-do app in React, please", thinking=False)
+            code = page.locator("#artifact-panel .artifact-code")
+            expect(code).to_contain_text("useState", timeout=30_000)  # the code grows while it streams
+            frame = page.frame_locator("#artifact-panel iframe")
+            expect(frame.locator("input")).to_be_visible(timeout=30_000)
+            frame.locator("input").fill("Buy milk")
+            frame.locator("button", has_text="Add").click()
+            expect(frame.locator("li")).to_have_text("Buy milk")
+        finally:
+            worker.stop()
