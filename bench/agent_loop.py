@@ -5,14 +5,16 @@ Per step: a turn of 300 steps against the scripted OpenAI-compatible server (tes
 step ~40 reasoning deltas and one tool call with a 3,000-character result. Overhead of step i = the
 time between the starts of steps i and i+1, minus the time the server spent streaming step i (its
 clock and ours are the same). The baseline, measured in the same run: the bare loop (no Postgres,
-no Redis, no Channels); the full path is `agent.tasks.execute_turn` (rows, stream, group_send).
+no Redis, no Channels); the full path is `chat.tasks.execute_turn` (Postgres rows through
+`chat.recording.TurnRecorder`, the turn's stream through `agent.stream.TurnStream`, group_send).
 
-Events: `EventPublisher.publish` (XADD + group_send) per second, against XADD alone.
+Events: `agent.publisher.EventPublisher.publish` (XADD + group_send) per second, against XADD alone.
 
     .venv/bin/python bench/agent_loop.py            # 300 steps, 20,000 events
     .venv/bin/python bench/agent_loop.py --steps 100 --events 5000
 
-Uses the DATABASE_URL database (its rows are deleted afterwards) and Redis DB 14 of REDIS_URL's server.
+Uses the DATABASE_URL database (its rows are deleted afterwards) and Redis DB 14 of REDIS_URL's server
+(`--redis-db` picks another).
 """
 
 from __future__ import annotations
@@ -31,18 +33,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimiweb.settings")
 BENCH_REDIS_DB = 14
 
 
-def setup_django():
+def setup_django(redis_db: int):
+    """Point REDIS_URL (so the turn streams, cancel flags and the channel layer) at the bench's Redis DB
+    before the settings load, then set Django up."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from devstack.services import DEFAULT_REDIS_URL
+
+    parts = urlsplit(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))
+    os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{redis_db}"))
     import django
     from django.conf import settings
 
-    base = settings.REDIS_URL.rsplit("/", 1)[0]
-    settings.REDIS_URL = f"{base}/{BENCH_REDIS_DB}"
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [settings.REDIS_URL]},
-        }
-    }
     settings.LOGGING_CONFIG = None
     django.setup()
     import logging
@@ -98,10 +100,12 @@ def bench_worker_path(steps: int) -> tuple[list[float], int]:
     from django.contrib.auth import get_user_model
     from scripted_model import ScriptedModelServer
 
-    from agent import store, tools
+    from agent import tools
     from agent.client import ModelClient
-    from agent.tasks import execute_turn
+    from chat import recording
+    from chat import redis as chat_redis
     from chat.models import Conversation, Message, Turn
+    from chat.tasks import execute_turn
 
     settings.AGENT_MAX_STEPS = steps
     settings.AGENT_MAX_TURN_TOKENS = 10**12
@@ -110,14 +114,14 @@ def bench_worker_path(steps: int) -> tuple[list[float], int]:
     message = Message.objects.create(conversation=conversation, role="user", content="question")
     turn = Turn.objects.create(conversation=conversation, user_message=message)
     starts: list[float] = []
-    original_record = store.TurnRecorder.record
+    original_record = recording.TurnRecorder.record
 
     def record(self, event):
         if event.type == "step.started":
             starts.append(time.perf_counter())
         original_record(self, event)
 
-    store.TurnRecorder.record = record
+    recording.TurnRecorder.record = record
     saved = dict(tools.TOOLS)
     tools.TOOLS.clear()
     tools.TOOLS["lookup"] = lookup_tool()
@@ -127,13 +131,11 @@ def bench_worker_path(steps: int) -> tuple[list[float], int]:
             timings = list(server.timings)
         turn.refresh_from_db()
         assert turn.status == "done" and turn.steps == steps, (turn.status, turn.steps, turn.error)
-        from agent.control import get_redis
-        from agent.events import stream_key
-
-        events = get_redis().xlen(stream_key(turn.uuid))
-        get_redis().delete(stream_key(turn.uuid))
+        stream = chat_redis.turn_stream(turn.uuid)
+        events = stream.redis.xlen(stream.key)
+        stream.delete()
     finally:
-        store.TurnRecorder.record = original_record
+        recording.TurnRecorder.record = original_record
         tools.TOOLS.clear()
         tools.TOOLS.update(saved)
         conversation.delete()
@@ -145,13 +147,13 @@ def bench_publish(n: int, with_group_send: bool, background: bool = False) -> fl
 
     from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
-    from agent.control import get_redis
     from agent.events import ContentDelta
     from agent.publisher import BackgroundPublisher, EventPublisher
+    from chat import redis as chat_redis
 
     layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER) if with_group_send else None
-    turn = uuid.uuid4()
-    inner = EventPublisher(get_redis(), layer, turn, uuid.uuid4())
+    stream = chat_redis.turn_stream(uuid.uuid4())
+    inner = EventPublisher(stream, layer, chat_redis.keys().group(uuid.uuid4()))
     publisher = BackgroundPublisher(inner) if background else inner
     event = ContentDelta(text="token ")
     t0 = time.perf_counter()
@@ -159,10 +161,10 @@ def bench_publish(n: int, with_group_send: bool, background: bool = False) -> fl
         publisher.publish(event)
     publisher.close(finished=True)  # the background publisher drains its queue here
     elapsed = time.perf_counter() - t0
-    entries = get_redis().xlen(inner.key)
+    entries = stream.redis.xlen(stream.key)
     assert entries == n or background, "only the background publisher merges deltas"
-    assert "".join(json.loads(f[b"e"])["text"] for _, f in get_redis().xrange(inner.key)) == "token " * n
-    get_redis().delete(inner.key)
+    assert "".join(published.event.text for published in stream.read()) == "token " * n
+    stream.delete()
     if background:
         print(f"  (background publisher: {n} deltas went out as {entries} events)")
     return n / elapsed
@@ -178,8 +180,9 @@ def main():
     )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--redis-db", type=int, default=BENCH_REDIS_DB, help="the Redis DB number it uses")
     args = parser.parse_args()
-    setup_django()
+    setup_django(args.redis_db)
 
     window = 20  # medians over this many steps: the machine is shared, single steps are noisy
     bare = bench_bare_loop(args.steps)
