@@ -9,9 +9,11 @@ wrote can add a script, an event handler or a foreign-origin link without `rel="
 from __future__ import annotations
 
 import html
+import re
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -29,7 +31,7 @@ ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "code": {"class"},
     "div": {"class"},
-    "pre": {"class", "data-lang"},
+    "pre": {"class", "data-lang", "data-title"},
     "span": {"class"},
     "td": {"style"},
     "th": {"style"},
@@ -84,6 +86,19 @@ def _math_block(self, tokens, idx, options, env) -> str:
     return f'<div class="math math-display">{html.escape(tokens[idx].content)}</div>\n'
 
 
+# An artifact's name in a fence's info string: ```jsx title="Todo app"``` (or title=todo-app).
+_FENCE_TITLE = re.compile(r"""\btitle=(?:"([^"]{1,80})"|'([^']{1,80})'|(\S{1,80}))""")
+
+
+def _fence(self, tokens, idx, options, env) -> str:
+    out = RendererHTML.fence(self, tokens, idx, options, env)
+    found = _FENCE_TITLE.search(tokens[idx].info or "")
+    if found:
+        title = next(g for g in found.groups() if g)
+        out = out.replace("<pre", f'<pre data-title="{html.escape(title)}"', 1)
+    return out
+
+
 def _build() -> MarkdownIt:
     md = (
         MarkdownIt("commonmark", {"html": False, "linkify": False, "highlight": _highlight})
@@ -94,6 +109,7 @@ def _build() -> MarkdownIt:
     md.add_render_rule("math_inline_double", _math_inline_display)
     md.add_render_rule("math_block", _math_block)
     md.add_render_rule("math_block_label", _math_block)
+    md.add_render_rule("fence", _fence)
     return md
 
 

@@ -226,3 +226,17 @@ def test_a_streamed_react_todo_app_shows_growing_code_then_runs_beside_the_chat(
             expect(frame.locator("li")).to_have_text("Buy milk")
         finally:
             worker.stop()
+
+
+def test_a_fence_title_names_the_artifact_across_answers(live_url, new_page, user):
+    page = new_page()
+    first = answer_with('svg title="Logo"', SVG) + "\n" + answer_with("svg", SVG)
+    conv = open_conversation(page, live_url, user, first)
+    make_finished_turn(conv, question="Now as HTML", answer=answer_with("html title=Logo", "<p id=v2>v2</p>"))
+    page.reload()
+    page.locator(".answer .artifact-preview").first.click()
+    expect(page.locator("#artifact-panel .artifact-title")).to_have_text("Logo")
+    options = page.locator("#artifact-panel .artifact-version option")
+    expect(options).to_have_count(2)
+    page.locator("#artifact-panel .artifact-version").select_option("1")
+    expect(page.frame_locator("#artifact-panel iframe").locator("#v2")).to_have_text("v2")
