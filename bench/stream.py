@@ -1,7 +1,7 @@
 """Live-stream delivery benchmark: N browsers, each following one turn of E events, through one Daphne.
 
-The worker side is the real `agent.publisher.EventPublisher` (XADD to the turn's Redis stream, then
-`group_send` over channels-redis), run by a few publisher processes at a fixed per-stream rate. The
+The worker side is the real `agent.publisher.EventPublisher` (XADD to the turn's Redis stream through
+`agent.stream.TurnStream`, then `group_send` over channels-redis), run by a few publisher processes at a fixed per-stream rate. The
 browser side is N WebSocket clients on `/ws/conversations/<uuid>/` with a real session cookie, each
 resuming its turn and reading the htmx frames the consumer sends (coalesced to ~33 frames/s). Each
 frame ends with the turn's `data-seq`, so every event's delivery time is the arrival of the first
@@ -134,13 +134,14 @@ def delete_turns(pairs) -> None:
     import redis
     from django.conf import settings
 
-    from agent.events import stream_key
+    from chat import redis as chat_redis
     from chat.models import Conversation
 
     Conversation.objects.filter(uuid__in=[c for c, _ in pairs]).delete()
     client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = chat_redis.keys()
     for i in range(0, len(pairs), 500):
-        client.delete(*[stream_key(t) for _, t in pairs[i : i + 500]])
+        client.delete(*[keys.stream(t) for _, t in pairs[i : i + 500]])
     client.close()
 
 
@@ -176,10 +177,16 @@ def publish_worker(
     from django.conf import settings
 
     from agent.publisher import EventPublisher
+    from agent.stream import TurnStream
+    from chat import redis as chat_redis
 
     client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = chat_redis.keys()
     layer = channel_layers.make_backend("default") if live else None
-    publishers = [EventPublisher(client, layer, turn, conversation) for _, conversation, turn in turns]
+    publishers = [
+        EventPublisher(TurnStream(client, keys, turn), layer, keys.group(conversation))
+        for _, conversation, turn in turns
+    ]
     if live:
         # One event loop (so one channels-redis pool) for all of this process's turns. A real worker
         # runs one turn per process; sharing keeps the bench from opening hundreds of pools.
@@ -280,10 +287,11 @@ async def follow_stream(sock: Socket, redis_url: str, events: int, connected, go
     """The baseline reader: XREAD BLOCK on the turn's stream, as a Redis-streams client would."""
     import redis.asyncio as aioredis
 
-    from agent.events import STREAM_FIELD, stream_key
+    from agent.stream import STREAM_FIELD
+    from chat import redis as chat_redis
 
     client = aioredis.Redis.from_url(redis_url)
-    key, last = stream_key(sock.turn), "0-0"
+    key, last = chat_redis.keys().stream(sock.turn), "0-0"
     try:
         await client.ping()
         connected()
