@@ -240,3 +240,21 @@ def test_a_fence_title_names_the_artifact_across_answers(live_url, new_page, use
     expect(options).to_have_count(2)
     page.locator("#artifact-panel .artifact-version").select_option("1")
     expect(page.frame_locator("#artifact-panel iframe").locator("#v2")).to_have_text("v2")
+
+
+def test_artifact_origin_host_serves_only_the_runtime_and_never_a_cookie(db_write):
+    from django.test import Client, override_settings
+
+    origin = "http://artifacts.localhost:8000"
+    with override_settings(ARTIFACT_ORIGIN=origin, ALLOWED_HOSTS=["127.0.0.1", "artifacts.localhost"]):
+        client = Client()
+        runtime = client.get(
+            "/artifact/runtime/", HTTP_HOST="artifacts.localhost:8000", HTTP_COOKIE="sessionid=x"
+        )
+        assert runtime.status_code == 200
+        assert f"script-src {origin}/static/vendor/artifact/" in runtime.headers["Content-Security-Policy"]
+        assert not runtime.cookies
+        assert client.get("/accounts/login/", HTTP_HOST="artifacts.localhost:8000").status_code == 404
+        app = client.get("/accounts/login/", HTTP_HOST="127.0.0.1")
+        assert app.headers["Content-Security-Policy"].endswith(f"frame-src 'self' {origin}")
+        assert "unsafe-eval" not in app.headers["Content-Security-Policy"]
