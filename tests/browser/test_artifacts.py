@@ -258,3 +258,15 @@ def test_artifact_origin_host_serves_only_the_runtime_and_never_a_cookie(db_writ
         app = client.get("/accounts/login/", HTTP_HOST="127.0.0.1")
         assert app.headers["Content-Security-Policy"].endswith(f"frame-src 'self' {origin}")
         assert "unsafe-eval" not in app.headers["Content-Security-Policy"]
+
+
+def test_the_shared_page_runs_artifacts_in_the_same_sandbox(live_url, new_page, user):
+    conv = make_conversation(user)
+    make_finished_turn(conv, question="Draw a dot", answer=answer_with("svg", SVG))
+    conv.share_token = "shared-artifact-token-" + str(conv.pk)
+    conv.save(update_fields=["share_token"])
+    page = new_page()
+    page.goto(f"{live_url}/s/{conv.share_token}/")
+    frame = preview(page)
+    expect(frame.locator("#dot")).to_be_attached()
+    expect(page.locator('#artifact-panel [data-artifact-do="fix"]')).to_be_hidden()
