@@ -57,7 +57,8 @@ class AttachmentSink:
         return stored_file(attachment)
 
 
-def _response(attachment: Attachment) -> FileResponse:
+def serve(attachment: Attachment) -> FileResponse:
+    """The file's bytes: images inline, anything else as a download; never sniffed, never run."""
     inline = attachment.is_image
     response = FileResponse(
         attachment.file.open("rb"),
@@ -70,16 +71,31 @@ def _response(attachment: Attachment) -> FileResponse:
     return response
 
 
+def for_share(projection, conversation) -> list[dict]:
+    """Points a turn's tool files at the share link (`chat:shared_attachment`) when the conversation is
+    shared with its files, or takes their links away when not; returns the turn's files in order."""
+    files: list[dict] = []
+    for item in getattr(projection, "items", ()):
+        for f in getattr(item, "files", None) or ():
+            f["url"] = (
+                reverse("chat:shared_attachment", args=[conversation.share_token, f["id"]])
+                if conversation.share_files
+                else ""
+            )
+            files.append(f)
+    return files
+
+
 @require_GET
 def download(request, uuid):
     """The owner's download; 404 for anyone else (and for anonymous visitors), so ids reveal nothing."""
     if not request.user.is_authenticated:
         raise Http404
-    return _response(get_object_or_404(Attachment, uuid=uuid, owner=request.user))
+    return serve(get_object_or_404(Attachment, uuid=uuid, owner=request.user))
 
 
 @require_GET
 def shared_download(request, token, uuid):
     """A file of a shared conversation, only while it is shared with its files."""
     conversation = get_object_or_404(Conversation, share_token=token, share_files=True)
-    return _response(get_object_or_404(Attachment, uuid=uuid, conversation=conversation))
+    return serve(get_object_or_404(Attachment, uuid=uuid, conversation=conversation))

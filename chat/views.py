@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from . import services
+from . import attachments, services
 from .forms import MessageForm, PreferenceForm, RenameForm, first_error
 from .fragments import TurnProjection, project_from_db
 from .models import Conversation, Message, Turn
@@ -251,6 +251,10 @@ def shared(request, token):
     """
     conv = get_object_or_404(Conversation, share_token=token)
     exchanges = _exchanges(conv)
+    for ex in exchanges:
+        ex.files = attachments.for_share(ex.p, conv)
+        for _message, earlier in ex.earlier_views:
+            attachments.for_share(earlier, conv)
     return render(
         request,
         "chat/shared.html",

@@ -25,8 +25,9 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
+from chat.attachments import serve as serve_attachment
 from chat.health import sandbox_state
-from chat.models import Conversation, Message, Step, ToolCall, Turn
+from chat.models import Attachment, Conversation, Message, Step, ToolCall, Turn
 from corpus.models import Document
 
 from . import dashboard, selectors, services
@@ -314,6 +315,7 @@ class TurnAdmin(admin.ModelAdmin):
             path("dashboard/", wrap(self.dashboard_view), name="chat_dashboard"),
             path("<int:turn_id>/cancel/", wrap(self.cancel_view), name="chat_turn_cancel"),
             path("<int:turn_id>/rerun/", wrap(self.rerun_view), name="chat_turn_rerun"),
+            path("<int:turn_id>/files/<uuid:uuid>", wrap(self.file_view), name="chat_turn_file"),
             *super().get_urls(),
         ]
 
@@ -328,6 +330,15 @@ class TurnAdmin(admin.ModelAdmin):
         self.message_user(request, done_message(result), messages.SUCCESS)
         target = result if isinstance(result, Turn) else turn
         return HttpResponseRedirect(reverse("admin:chat_turn_change", args=[target.pk]))
+
+    def file_view(self, request, turn_id, uuid):
+        """A file a tool call of the turn made, for staff who may view turns (admin_view has already
+        sent anyone not active staff to the login page)."""
+        if request.method != "GET":
+            raise PermissionDenied
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return serve_attachment(get_object_or_404(Attachment, uuid=uuid, turn_id=turn_id))
 
     def cancel_view(self, request, turn_id):
         return require_POST(

@@ -24,7 +24,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, Length, TruncDay
 from django.utils import timezone
 
-from chat.models import Message, Step, ToolCall, Turn
+from chat.models import Attachment, Message, Step, ToolCall, Turn
 from corpus.models import Document
 
 # --- lists and the timeline ----------------------------------------------------------------------
@@ -90,8 +90,14 @@ def turn_for_page(queryset, object_id) -> Turn | None:
 
 
 def build_timeline(turn: Turn) -> dict:
-    """The turn's steps in order, each with its tool calls in order: exactly two queries, whatever the size."""
+    """The turn's steps in order, each with its tool calls in order and the files each call made:
+    exactly three queries, whatever the size."""
     steps = list(Step.objects.filter(turn_id=turn.pk).order_by("index", "id"))
+    files_by_call: dict[int, list[Attachment]] = {}
+    for attachment in Attachment.objects.filter(turn_id=turn.pk, tool_call__isnull=False).only(
+        "uuid", "name", "size", "content_type", "tool_call_id", "created"
+    ):
+        files_by_call.setdefault(attachment.tool_call_id, []).append(attachment)
     calls_by_step: dict[int, list[dict]] = {step.id: [] for step in steps}
     status_counts: dict[str, int] = {}
     name_counts: dict[str, int] = {}
@@ -107,6 +113,7 @@ def build_timeline(turn: Turn) -> dict:
                 "result": result,
                 "result_json": result_json,
                 "duration": format_duration(ms),
+                "files": files_by_call.get(call.id, []),
             }
         )
         status_counts[call.status] = status_counts.get(call.status, 0) + 1
