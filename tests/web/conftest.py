@@ -123,9 +123,10 @@ def browser_like(site):
         client.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """Debian's Chromium through Playwright (never `playwright install`)."""
+    """Debian's Chromium through Playwright (never `playwright install`). Module-scoped: one sync
+    Playwright per thread at a time, and tests/browser/ starts its own for the session."""
     if not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
