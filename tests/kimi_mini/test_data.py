@@ -16,6 +16,11 @@ def corpus():
     return build_corpus()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue #16 open: the committed kimi-mini delta was trained on the python tool's earlier "
+    "description; the sandbox's truthful one (numpy..., state across calls, /work/out) needs a retrain",
+)
 def test_tool_declaration_is_the_agents_own(corpus):
     from agent.tools import tool_schemas
 

@@ -1,7 +1,7 @@
 """Two installations on one Redis server never touch each other's work (issue #20).
 
 Two stacks - each a database, a Daphne and a real Celery worker consuming `-Q agent` as the Procfile
-does - share this run's Redis. Stack A names its namespace (`KIMIWEB_NAMESPACE`, this run's); stack B
+does - share this run's Redis. Stack A names its namespace (`KIMIWEB_NAMESPACE`, this run's plus `_a`); stack B
 derives its own from its database's name, as a deployment does by default. B's database is a copy of
 A's, so the same user owns a conversation with the same uuid in both and the turns get the same ids:
 without namespaces, group names, stream keys and task ids would all collide. The model is the
@@ -217,7 +217,9 @@ def test_two_stacks_on_one_redis_each_run_only_their_own_turns_and_see_only_thei
     database_a = connection.settings_dict["NAME"]
     database_b = copy_of_the_database()
     with ScriptedModelServer(answer_for) as model:
-        a = Stack("a", database_a, settings.KIMIWEB_NAMESPACE, model.url)
+        # A namespace of its own: tasks other tests of this run enqueued (for turns their rolled-back
+        # transactions no longer hold) wait in the run's queue, and would reach this worker.
+        a = Stack("a", database_a, f"{settings.KIMIWEB_NAMESPACE}_a", model.url)
         b = Stack("b", database_b, None, model.url)
         try:
             a.wait_ready()
