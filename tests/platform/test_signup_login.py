@@ -108,3 +108,10 @@ def test_log_in_attempts_from_one_address_are_limited_whatever_the_usernames(cli
     assert refused.status_code == 429
     assert "Too many log-in attempts from your address" in refused.content.decode()
     assert "_auth_user_id" not in client.session
+
+
+def test_the_chat_page_links_to_the_password_change(client, make_user):
+    user = make_user("grace")
+    client.force_login(user)
+    page = client.get("/").content.decode()
+    assert f'href="{reverse("password_change")}"' in page
