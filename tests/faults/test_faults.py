@@ -208,12 +208,6 @@ def test_redis_sigkill_and_restart_mid_turn_the_turn_finishes_and_nothing_seen_i
     assert_stack_back_and_ctrl_c_clean(s)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue #14 open: the resumed worker keeps the interrupted attempt (nothing seen is deleted) "
-    "and regenerates the step after it, so a model that repeats itself shows its words twice; "
-    "continuing the unfinished step is not built yet",
-)
 def test_worker_pool_child_sigkill_the_turn_is_resumed_and_nothing_seen_is_lost(stack, chat):
     s = stack()
     watcher, turn = start_turn(s, chat)
