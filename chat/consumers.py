@@ -108,7 +108,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self._error(exc.message)
             return
         projection = self._projection(str(turn.uuid), status=turn.status)
-        projection.queue_position = await database_sync_to_async(queue_position)(turn)
         self.turns[projection.uuid] = projection
         self.extra.append(await self._exchange_fragment(turn, projection))
         self._error("")
@@ -136,7 +135,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if turn is None:
             return
         projection = self._projection(turn_uuid, started=turn.started, status=turn.status)
-        projection.queue_position = await database_sync_to_async(queue_position)(turn)
         events = await replay_events(turn_uuid)
         if events and events[0].seq > 1:
             # The worker caps a stream's length; a turn longer than the cap lost its first events.
@@ -284,13 +282,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             },
         )
         return f'<div hx-swap-oob="beforeend:#thread">{html}</div><div id="empty-state" hidden></div>'
-
-
-def queue_position(turn) -> int:
-    """1 for the next queued turn to start, 2 for the one after it, ...; 0 when it is not queued."""
-    if turn.status != Turn.Status.QUEUED:
-        return 0
-    return Turn.objects.filter(status=Turn.Status.QUEUED, created__lte=turn.created).count()
 
 
 async def replay_events(turn_uuid, after: int = 0, until: int | None = None) -> list[StreamEvent] | None:

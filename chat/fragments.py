@@ -192,7 +192,6 @@ class TurnProjection:
         self.t_created = time.monotonic()
         self.extra_context: dict = {}  # e.g. csrf_token for forms rendered outside a request
         self.notice = ""  # what the running turn waits on (TurnStatus), shown in its status line
-        self.queue_position = 0  # while queued: how many queued turns are ahead of it, plus one
 
     # -- folding events -------------------------------------------------------------------------
 

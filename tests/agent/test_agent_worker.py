@@ -328,19 +328,3 @@ def test_the_background_publisher_keeps_order_and_text_while_merging_a_backlog_o
     for call_id in started:
         args = "".join(e["delta"] for e in got if e["type"] == "tool.arguments" and e["call_id"] == call_id)
         assert args == '{"a":1}'
-
-
-def test_a_queued_turn_says_how_many_turns_are_ahead_of_it(agent_redis, make_turn):
-    from chat.consumers import queue_position
-    from chat.fragments import TurnProjection
-
-    first, second, third = make_turn(), make_turn(), make_turn()
-    assert [queue_position(t) for t in (first, second, third)] == [1, 2, 3]
-    store.claim_turn(first.id, "worker-a", lease_seconds=30)
-    first.refresh_from_db()
-    assert [queue_position(t) for t in (first, second, third)] == [0, 1, 2]
-    projection = TurnProjection(str(third.uuid), status="queued")
-    projection.queue_position = queue_position(third)
-    assert "Queued: 1 turn ahead" in projection.render_full()
-    projection.queue_position = queue_position(second)
-    assert "Queued: next to start" in projection.render_full()
