@@ -141,22 +141,6 @@ def running_turn_leases() -> list[tuple[int, float]]:
     ]
 
 
-def keep_shown_text(turn: Turn, published: list[ev.Event]) -> None:
-    """Write into the unfinished step the text its dead worker published (`published`: the turn's
-    stream, in seq order), which can be up to a checkpoint interval ahead of the row."""
-    starts = [i for i, event in enumerate(published) if isinstance(event, ev.StepStarted)]
-    if not starts:
-        return
-    index = published[starts[-1]].index
-    tail = published[starts[-1] + 1 :]
-    reasoning = "".join(e.text for e in tail if isinstance(e, ev.ReasoningDelta))
-    content = "".join(e.text for e in tail if isinstance(e, ev.ContentDelta))
-    step = Step.objects.filter(turn=turn, index=index, finished__isnull=True).first()
-    if step is None or (len(reasoning), len(content)) <= (len(step.reasoning), len(step.content)):
-        return
-    Step.objects.filter(id=step.id).update(reasoning=reasoning, content=content)
-
-
 def build_transcript(turn: Turn) -> tuple[list[dict], TurnState]:
     """The model context from Postgres: the visible conversation up to the turn's user message, then
     the turn's finished steps (assistant tool-call messages with their reasoning, and tool results).

@@ -15,7 +15,6 @@ import socket
 import threading
 import uuid
 
-import redis.exceptions as redis_errors
 from celery import shared_task
 from celery.exceptions import Ignore
 from celery.signals import worker_ready
@@ -140,13 +139,6 @@ def execute_turn(
         is_cancelled=lambda: heartbeat.lost.is_set() or cancel_requested(redis, keys, turn.uuid),
         tool_context=tool_context(turn),
     )
-    if claim.taken_from:
-        try:
-            published = [item.event for item in chat_redis.turn_stream(turn.uuid).read()]
-        except redis_errors.RedisError as error:
-            log.warning("turn %s: stream unreadable (%s); resuming from the checkpoint", turn.id, error)
-            published = []
-        recording.keep_shown_text(turn, published)
     messages, state = recording.build_transcript(turn)
     if not turn.model:
         recording.set_model(turn, client.model)

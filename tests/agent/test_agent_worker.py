@@ -181,9 +181,7 @@ def test_resume_keeps_the_unfinished_step_as_an_interrupted_attempt_and_continue
     steps = list(Step.objects.filter(turn=turn).order_by("index"))
     assert [s.index for s in steps] == [0, 1, 2]
     assert steps[1].finish_reason == store.INTERRUPTED and steps[1].finished is not None
-    assert (steps[1].reasoning, steps[1].content) == ("It printed 42.", "The answer is **42**."), (
-        "what the page showed of the attempt is in Postgres, recovered from the stream"
-    )
+    assert steps[1].reasoning == "It printed 42.", "what the page showed of the attempt stays in Postgres"
     events = stream_events(agent_redis, turn)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     resumed = events[len(events_before) :]
