@@ -2,29 +2,15 @@
 
 Per step the recorder writes a constant number of rows (the Step insert and update, the Turn
 update, two writes per tool call), plus at most one text checkpoint per second while streaming.
-
-A step left unfinished by a dead worker is kept, never deleted: it is closed with
-`finish_reason="interrupted"` (its text is what the page showed) and left out of the model context;
-the resumed turn runs its next step after it.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import (
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connection,
-    transaction,
-)
+from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -34,43 +20,6 @@ from agent.loop import TurnState, system_prompt
 
 from .models import Attachment, Message, Step, ToolCall, Turn
 
-log = logging.getLogger(__name__)
-
-INTERRUPTED = "interrupted"  # the finish_reason of a step whose worker died before it ended
-
-
-def with_db_retry(write, *, seconds: float = 30.0):
-    """Run `write()`; while Postgres is unreachable (restarting), reconnect and retry with backoff."""
-    deadline = time.monotonic() + seconds
-    delay = 0.2
-    while True:
-        try:
-            return write()
-        except (OperationalError, InterfaceError) as error:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("Postgres unreachable (%s); retrying in %.1f s", error, delay)
-            time.sleep(delay)
-            connection.close()
-            close_old_connections()
-            delay = min(delay * 2, 2.0)
-
-
-def owner_is_dead(owner: str) -> bool:
-    """Whether a lease owner (`host:pid:tag`, from chat.tasks.worker_identity) is a process of this
-    host that no longer exists: a killed pool child's turn is taken over at once, not at lease end."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
 
 @dataclass
 class Claim:
@@ -78,24 +27,19 @@ class Claim:
     finished: bool = False  # the turn is already done, failed or cancelled
     missing: bool = False  # no such turn in this database
     retry_in: float = 0.0  # another live worker holds it: look again after this many seconds
-    taken_from: str = ""  # the previous holder, when this claim resumes a turn another worker ran
 
 
 def claim_turn(turn_id: int, owner: str, lease_seconds: float) -> Claim:
     """Take the lease if the turn is queued, or running under an expired lease (its worker died)."""
     now = timezone.now()
-    before = Turn.objects.filter(id=turn_id).only("status", "lease_owner").first()
-    claimable = (
-        Q(status=Turn.Status.QUEUED)
-        | Q(status=Turn.Status.RUNNING, lease_expires__lt=now)
-        | Q(status=Turn.Status.RUNNING, lease_expires__isnull=True)
-        | Q(status=Turn.Status.RUNNING, lease_owner=owner)
-    )
-    if before is not None and before.status == Turn.Status.RUNNING and owner_is_dead(before.lease_owner):
-        claimable |= Q(status=Turn.Status.RUNNING, lease_owner=before.lease_owner)
     taken = (
         Turn.objects.filter(id=turn_id)
-        .filter(claimable)
+        .filter(
+            Q(status=Turn.Status.QUEUED)
+            | Q(status=Turn.Status.RUNNING, lease_expires__lt=now)
+            | Q(status=Turn.Status.RUNNING, lease_expires__isnull=True)
+            | Q(status=Turn.Status.RUNNING, lease_owner=owner)
+        )
         .update(
             status=Turn.Status.RUNNING,
             lease_owner=owner,
@@ -104,11 +48,7 @@ def claim_turn(turn_id: int, owner: str, lease_seconds: float) -> Claim:
         )
     )
     if taken:
-        previous = before.lease_owner if before.status == Turn.Status.RUNNING else ""
-        return Claim(
-            turn=Turn.objects.select_related("conversation", "user_message").get(id=turn_id),
-            taken_from=previous if previous != owner else "",
-        )
+        return Claim(turn=Turn.objects.select_related("conversation", "user_message").get(id=turn_id))
     turn = Turn.objects.filter(id=turn_id).only("status", "lease_expires").first()
     if turn is None:
         return Claim(missing=True)
@@ -134,25 +74,15 @@ def set_model(turn: Turn, model: str) -> None:
 def running_turn_leases() -> list[tuple[int, float]]:
     """(turn id, seconds until its lease lapses; 0 if it already has) for every running turn."""
     now = timezone.now()
-    rows = Turn.objects.filter(status=Turn.Status.RUNNING).values_list("id", "lease_expires", "lease_owner")
-    return [
-        (i, 0.0 if not exp or owner_is_dead(holder) else max(0.0, (exp - now).total_seconds()))
-        for i, exp, holder in rows
-    ]
+    rows = Turn.objects.filter(status=Turn.Status.RUNNING).values_list("id", "lease_expires")
+    return [(i, max(0.0, (exp - now).total_seconds()) if exp else 0.0) for i, exp in rows]
 
 
 def build_transcript(turn: Turn) -> tuple[list[dict], TurnState]:
     """The model context from Postgres: the visible conversation up to the turn's user message, then
     the turn's finished steps (assistant tool-call messages with their reasoning, and tool results).
-    A step left unfinished by a dead worker is kept as an interrupted attempt (what the page showed
-    stays in Postgres and on the page); the model context leaves it out and the turn goes on after it."""
-    interrupted = Step.objects.filter(turn=turn, finished__isnull=True)
-    ToolCall.objects.filter(step__in=interrupted, status=ToolCall.Status.RUNNING).update(
-        status=ToolCall.Status.ERROR,
-        error="The worker restarted before this call finished.",
-        finished=timezone.now(),
-    )
-    interrupted.update(finish_reason=INTERRUPTED, finished=timezone.now())
+    A step left unfinished by a dead worker is discarded and will run again."""
+    Step.objects.filter(turn=turn, finished__isnull=True).delete()
     history = (
         Message.objects.filter(conversation_id=turn.conversation_id, superseded_by__isnull=True)
         .filter(Q(created__lt=turn.user_message.created) | Q(id=turn.user_message_id))
@@ -166,11 +96,9 @@ def build_transcript(turn: Turn) -> tuple[list[dict], TurnState]:
     if turn.started:
         state.elapsed = (timezone.now() - turn.started).total_seconds()
     for step in Step.objects.filter(turn=turn).order_by("index").prefetch_related("tool_calls"):
-        state.step = step.index + 1
-        if step.finish_reason == INTERRUPTED:
-            continue
         calls = list(step.tool_calls.all())
         state.reasoning.append(step.reasoning)
+        state.step = step.index + 1
         assistant = {"role": "assistant", "content": step.content, "reasoning_content": step.reasoning}
         if calls:
             assistant["tool_calls"] = [
@@ -195,30 +123,26 @@ class TurnRecorder:
         self.last_checkpoint = time.monotonic()
 
     def record(self, event: ev.Event) -> None:
-        """Write what `event` changes; each write is retried while Postgres restarts (`with_db_retry`)."""
         match event:
             case ev.StepStarted():
-                with_db_retry(lambda: self._step_started(event))
+                self._step_started(event)
             case ev.ReasoningDelta(text=text):
                 self.reasoning.append(text)
-                with_db_retry(self._maybe_checkpoint)
+                self._maybe_checkpoint()
             case ev.ContentDelta(text=text):
                 self.content.append(text)
-                with_db_retry(self._maybe_checkpoint)
+                self._maybe_checkpoint()
             case ev.ToolCallRunning():
-                with_db_retry(lambda: self._tool_running(event))
+                self._tool_running(event)
             case ev.ToolCallFinished():
-                with_db_retry(lambda: self._tool_finished(event))
+                self._tool_finished(event)
             case ev.StepFinished():
-                with_db_retry(lambda: self._step_finished(event))
+                self._step_finished(event)
             case ev.TurnFinished():
-                with_db_retry(lambda: self._turn_finished(event))
+                self._turn_finished(event)
 
     def _step_started(self, event: ev.StepStarted) -> None:
-        try:
-            self.step = Step.objects.create(turn=self.turn, index=event.index)
-        except IntegrityError:  # a retried insert whose first reply was lost: the row is there
-            self.step = Step.objects.get(turn=self.turn, index=event.index)
+        self.step = Step.objects.create(turn=self.turn, index=event.index)
         self.reasoning, self.content, self.calls = [], [], {}
         self.last_checkpoint = time.monotonic()
 

@@ -20,10 +20,10 @@ from celery.exceptions import Ignore
 from celery.signals import worker_ready
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import close_old_connections, connection
 
 from agent.client import ModelClient
-from agent.events import StepFinished, TurnFinished, TurnStatus
+from agent.events import TurnFinished
 from agent.loop import AgentLoop, LoopConfig
 from agent.publisher import BackgroundPublisher, EventPublisher
 from agent.stream import cancel_requested
@@ -35,8 +35,6 @@ from . import redis as chat_redis
 from .attachments import AttachmentSink
 
 log = logging.getLogger(__name__)
-
-RESUMING = "The worker restarted — resuming…"  # the status line of a turn another worker took over
 
 
 def worker_identity() -> str:
@@ -96,14 +94,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.lease / 3):
-                try:
-                    renewed = recording.renew_lease(self.turn_id, self.owner, self.lease)
-                except (OperationalError, InterfaceError) as error:
-                    # Postgres restarts: keep trying; nobody else can take the lease meanwhile.
-                    log.warning("turn %s: lease not renewed, Postgres unreachable (%s)", self.turn_id, error)
-                    connection.close()
-                    continue
-                if not renewed:
+                if not recording.renew_lease(self.turn_id, self.owner, self.lease):
                     log.warning("turn %s: lease lost to another worker; stopping here", self.turn_id)
                     self.lost.set()
                     return
@@ -145,18 +136,11 @@ def execute_turn(
     recorder = recording.TurnRecorder(turn, checkpoint_every)
     heartbeat.start()
     finished = False
-    notice = bool(claim.taken_from) and state.step > 0
-    if notice:
-        log.info("turn %s: resumed from %s", turn.id, claim.taken_from)
-        publisher.publish(TurnStatus(text=RESUMING))
     events = loop.run(messages, state)
     try:
         for event in events:
             if heartbeat.lost.is_set():
                 break  # another worker owns the turn now: write and publish nothing more
-            if notice and isinstance(event, StepFinished):
-                publisher.publish(TurnStatus(text=""))  # shown for the whole resumed step
-                notice = False
             if isinstance(event, TurnFinished):
                 recorder.record(event)  # the row first: a client that sees the event can rely on it
                 publisher.publish(event)

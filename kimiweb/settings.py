@@ -220,19 +220,18 @@ AGENT_MAX_TURN_SECONDS = env.int("AGENT_MAX_TURN_SECONDS", default=3600)
 AGENT_CONTEXT_TOKENS = env.int("AGENT_CONTEXT_TOKENS", default=32768)
 AGENT_TOOL_RESULT_CHARS = env.int("AGENT_TOOL_RESULT_CHARS", default=8000)
 # A worker renews its lease on a running turn every third of this; a turn whose lease lapses is
-# resumed by another worker (at once when the holder was a process of the same host that died). Each turn's event stream keeps at most this many entries and expires
+# resumed by another worker. Each turn's event stream keeps at most this many entries and expires
 # this long after the turn ends.
-AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=10)
+AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=60)
 AGENT_EVENTS_MAXLEN = env.int("AGENT_EVENTS_MAXLEN", default=stream.EVENTS_MAXLEN)
 AGENT_EVENTS_TTL = env.int("AGENT_EVENTS_TTL", default=stream.EVENTS_TTL)
 # A worker that dies while others keep running leaves its turn's lease to lapse; this sweep (run by
 # exactly one beat process) hands such turns to a live worker, which resumes them from the last
-# persisted step, every AGENT_SWEEP_SECONDS. Workers also sweep once when they start.
-AGENT_SWEEP_SECONDS = env.int("AGENT_SWEEP_SECONDS", default=5)
+# persisted step. Workers also sweep once when they start.
 CELERY_BEAT_SCHEDULE = {
     "resume-orphaned-turns": {
         "task": "agent.tasks.resume_orphaned_turns",
-        "schedule": float(AGENT_SWEEP_SECONDS),
+        "schedule": float(AGENT_LEASE_SECONDS),
     }
 }
 

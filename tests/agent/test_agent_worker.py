@@ -159,9 +159,7 @@ def test_stop_cancels_mid_stream_and_keeps_the_partial_answer(agent_redis, make_
     assert stream_events(agent_redis, turn)[-1]["status"] == "cancelled"
 
 
-def test_resume_keeps_the_unfinished_step_as_an_interrupted_attempt_and_continues_the_sequence(
-    agent_redis, make_turn
-):
+def test_resume_discards_the_unfinished_step_and_continues_the_sequence(agent_redis, make_turn):
     turn = make_turn()
     with ScriptedModelServer(two_step_script) as server:
         execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
@@ -173,56 +171,12 @@ def test_resume_keeps_the_unfinished_step_as_an_interrupted_attempt_and_continue
     with ScriptedModelServer(two_step_script) as server:
         execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
     assert len(server.requests) == 1, "only the unfinished step runs again"
-    assert server.requests[0]["messages"][-1]["role"] == "tool", (
-        "the interrupted attempt is not in the context"
-    )
+    assert server.requests[0]["messages"][-1]["role"] == "tool"
     turn.refresh_from_db()
-    assert turn.status == "done"
-    steps = list(Step.objects.filter(turn=turn).order_by("index"))
-    assert [s.index for s in steps] == [0, 1, 2]
-    assert steps[1].finish_reason == store.INTERRUPTED and steps[1].finished is not None
-    assert steps[1].reasoning == "It printed 42.", "what the page showed of the attempt stays in Postgres"
+    assert turn.status == "done" and Step.objects.filter(turn=turn).count() == 2
     events = stream_events(agent_redis, turn)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    resumed = events[len(events_before) :]
-    assert resumed[0] == {**resumed[0], "type": "turn.status", "text": "The worker restarted — resuming…"}
-    assert {"type": "turn.status", "text": ""}.items() <= next(
-        e for e in resumed[1:] if e["type"] == "turn.status"
-    ).items(), "the notice clears once the resumed step ends"
-
-
-def test_a_turn_held_by_a_dead_process_of_this_host_is_taken_over_at_once(agent_redis, make_turn):
-    import os
-    import socket
-    import subprocess
-
-    turn = make_turn()
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    dead_owner = f"{socket.gethostname()}:{gone.pid}:deadbeef"
-    assert store.claim_turn(turn.id, dead_owner, lease_seconds=30).turn is not None
-    assert store.running_turn_leases() == [(turn.id, 0.0)], "the sweep probes it at once"
-    claim = store.claim_turn(turn.id, "worker-b", lease_seconds=30)
-    assert claim.turn is not None and claim.taken_from == dead_owner
-    live_owner = f"{socket.gethostname()}:{os.getppid()}:live"
-    Turn.objects.filter(id=turn.id).update(lease_owner=live_owner)
-    assert store.claim_turn(turn.id, "worker-c", lease_seconds=30).retry_in > 0, "a live holder keeps it"
-
-
-def test_a_write_is_retried_while_postgres_drops_the_connection(agent_redis, make_turn):
-    from django.db import OperationalError
-
-    attempts = []
-
-    def write():
-        attempts.append(1)
-        if len(attempts) < 3:
-            raise OperationalError("server closed the connection unexpectedly")
-        return "written"
-
-    assert store.with_db_retry(write, seconds=10) == "written" and len(attempts) == 3
-    with pytest.raises(OperationalError):
-        store.with_db_retry(lambda: (_ for _ in ()).throw(OperationalError("down")), seconds=0.5)
+    assert len(events) > len(events_before)
 
 
 @pytest.mark.slow
