@@ -191,7 +191,7 @@ def require_sandbox() -> Status:
 
 
 class UidLease:
-    """A host uid of the pool held by this session alone (across worker processes: a lock file each)."""
+    """A host uid of the pool held by this sandbox alone (across worker processes: a lock file each)."""
 
     def __init__(self):
         LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
