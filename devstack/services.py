@@ -232,7 +232,7 @@ class EmbeddedPostgres:
             pid, port = int(lines[0]), int(lines[3])
         except (OSError, ValueError, IndexError):
             return None
-        return port if _pid_alive(pid) else None
+        return port if pid_alive(pid) else None
 
     def start(self, port: int) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
@@ -298,7 +298,7 @@ class EmbeddedRedis:
             port = int(self.port_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return port if _pid_alive(pid) else None
+        return port if pid_alive(pid) else None
 
     def start(self, port: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -345,12 +345,12 @@ class EmbeddedRedis:
         pid = int(self.pid_file.read_text().strip())
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         return True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

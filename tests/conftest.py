@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from devstack.services import pid_alive
+
 PASSWORD = "a-long-test-passphrase-42"
 
 
@@ -76,21 +78,11 @@ def _drop_test_databases_of_dead_runs(database: dict, base: str) -> None:
         with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=3, **params) as conn:
             for (name,) in conn.execute("SELECT datname FROM pg_database").fetchall():
                 found = pattern.match(name)
-                if found and not _pid_alive(int(found.group(1))):
+                if found and not pid_alive(int(found.group(1))):
                     with contextlib.suppress(psycopg.Error):  # in use after all: leave it
                         conn.execute(f'DROP DATABASE "{name}"')
     except psycopg.Error:
         pass  # housekeeping only; pytest-django reports a real connection problem itself
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @pytest.fixture
