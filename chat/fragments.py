@@ -42,14 +42,14 @@ class StreamingMarkdown:
         self.stable_len = 0
         self.stable_html: list[str] = []
 
-    def render(self, text: str) -> str:
+    def render(self, text: str, cite=None) -> str:
         if not text.startswith(text[: self.stable_len]) or len(text) < self.stable_len:
             self.__init__()
         split = self._last_block_end(text)
         if split > self.stable_len:
-            self.stable_html.append(render_markdown(text[self.stable_len : split]))
+            self.stable_html.append(render_markdown(text[self.stable_len : split], cite))
             self.stable_len = split
-        return "".join(self.stable_html) + render_markdown(text[self.stable_len :])
+        return "".join(self.stable_html) + render_markdown(text[self.stable_len :], cite)
 
     def _last_block_end(self, text: str) -> int:
         """The end of the last blank line after stable_len that is outside fences and not inside a
@@ -192,6 +192,7 @@ class TurnProjection:
         self.t_created = time.monotonic()
         self.extra_context: dict = {}  # e.g. csrf_token for forms rendered outside a request
         self.notice = ""  # what the running turn waits on (TurnStatus), shown in its status line
+        self.cite = None  # links citations of the conversation's files (chat.rendering.CiteResolver)
 
     # -- folding events -------------------------------------------------------------------------
 
@@ -382,8 +383,8 @@ class TurnProjection:
 
     def answer_html(self) -> str:
         if self.running:
-            return self.answer_renderer.render(self.content)
-        return render_markdown(self.content)
+            return self.answer_renderer.render(self.content, self.cite)
+        return render_markdown(self.content, self.cite)
 
     def segment_items(self):
         """Items tagged for the template: ('seg', Segment, html) or ('card', card context)."""

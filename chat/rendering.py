@@ -4,12 +4,17 @@ markdown-it-py (CommonMark + tables + strikethrough + `$math$`) with pygments hi
 becomes `<span class="math">`/`<div class="math">` holding escaped TeX that KaTeX renders in the
 browser. Every result goes through nh3 with an allowlist, so nothing a model, a tool or a user
 wrote can add a script, an event handler or a foreign-origin link without `rel="noopener nofollow"`.
+
+Citations of the conversation's files (`[report.pdf, p. 3]`, `[deck.pptx, slide 2]`) become links when
+the caller passes `cite`, a function from (file name, anchor text) to the link, or None for a name that
+is not one of the conversation's files; code spans and blocks are never touched.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 
 import nh3
 from markdown_it import MarkdownIt
@@ -28,7 +33,7 @@ ALLOWED_TAGS = {
     "summary", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
+    "a": {"href", "title", "class", "target"},
     "code": {"class"},
     "div": {"class"},
     "pre": {"class", "data-lang", "data-title"},
@@ -42,6 +47,8 @@ _ALIGN_STYLES = {"text-align:left", "text-align:right", "text-align:center"}
 
 
 def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
+    if attr == "target":
+        return value if value == "_blank" else None
     if attr == "style":
         return value if value.replace(" ", "") in _ALIGN_STYLES else None
     if attr == "class":
@@ -99,6 +106,41 @@ def _fence(self, tokens, idx, options, env) -> str:
     return out
 
 
+# (file name, anchor text such as "p. 3") -> the link, or None when the name is no file of this chat.
+CiteResolver = Callable[[str, str], str | None]
+_CITATION_MAX = 300
+
+
+def _citation(state, silent: bool) -> bool:
+    """`[name, anchor]` (or `[name]`) naming a file of the conversation, not followed by `(` or `[`
+    (that would be a markdown link): a link to the file at that anchor."""
+    cite = state.env.get("cite") if isinstance(state.env, dict) else None
+    src, start = state.src, state.pos
+    if cite is None or src[start] != "[":
+        return False
+    end = src.find("]", start + 1, min(state.posMax, start + _CITATION_MAX))
+    if end < 0:
+        return False
+    body = src[start + 1 : end]
+    if not body.strip() or "[" in body or "\n" in body or src[end + 1 : end + 2] in ("(", "["):
+        return False
+    href = None
+    for i in [i for i, c in enumerate(body) if c == ","] + [len(body)]:
+        href = cite(body[:i].strip(), body[i + 1 :].strip())
+        if href is not None:
+            break
+    if href is None:
+        return False
+    if not silent:
+        link = state.push("link_open", "a", 1)
+        link.attrs = {"href": href, "class": "cite", "target": "_blank"}
+        text = state.push("text", "", 0)
+        text.content = f"[{body}]"
+        state.push("link_close", "a", -1)
+    state.pos = end + 1
+    return True
+
+
 def _build() -> MarkdownIt:
     md = (
         MarkdownIt("commonmark", {"html": False, "linkify": False, "highlight": _highlight})
@@ -110,17 +152,19 @@ def _build() -> MarkdownIt:
     md.add_render_rule("math_block", _math_block)
     md.add_render_rule("math_block_label", _math_block)
     md.add_render_rule("fence", _fence)
+    md.inline.ruler.before("link", "citation", _citation)
     return md
 
 
 _MD = _build()
 
 
-def render_markdown(text: str) -> str:
-    """Markdown → sanitized HTML (raw HTML in the source is shown as text, then everything is cleaned)."""
+def render_markdown(text: str, cite: CiteResolver | None = None) -> str:
+    """Markdown → sanitized HTML (raw HTML in the source is shown as text, then everything is cleaned);
+    with `cite`, citations of the conversation's files become links."""
     if not text:
         return ""
-    return sanitize(_MD.render(text))
+    return sanitize(_MD.render(text, {"cite": cite} if cite is not None else {}))
 
 
 def render_plain(text: str) -> str:
