@@ -38,6 +38,11 @@ class ModelError(Exception):
     """The model call failed for good; `str()` is a message a user can read."""
 
 
+class ContinuationRefused(ModelError):
+    """The server answered a `continue_final_message` request with HTTP 400: it cannot continue a
+    message (a remote model whose API lacks the flag)."""
+
+
 @dataclass
 class ToolCallDelta:
     index: int
@@ -195,9 +200,19 @@ class ModelClient:
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
 
     def stream(
-        self, messages: list[dict], tools: list[dict] | None, *, thinking: bool, max_tokens: int
+        self,
+        messages: list[dict],
+        tools: list[dict] | None,
+        *,
+        thinking: bool,
+        max_tokens: int,
+        continue_final: bool = False,
     ) -> Iterator[Chunk]:
-        """Stream one completion. Closing the generator closes the HTTP response (the server aborts)."""
+        """Stream one completion. Closing the generator closes the HTTP response (the server aborts).
+
+        `continue_final`: `messages[-1]` is an unfinished assistant message and the model goes on
+        writing it (vLLM's `continue_final_message`); the chunks hold only the new text. A server that
+        answers that with HTTP 400 raises ContinuationRefused."""
         kwargs = dict(
             model=self.model,
             # The messages travel in extra_body, which is sent as is: the `messages=` parameter goes
@@ -209,6 +224,8 @@ class ModelClient:
             max_tokens=max_tokens,
             extra_body={"messages": messages, "chat_template_kwargs": {"thinking": thinking}},
         )
+        if continue_final:
+            kwargs["extra_body"] |= {"continue_final_message": True, "add_generation_prompt": False}
         if tools:
             kwargs["tools"] = tools
         if self.temperature is not None:
@@ -251,6 +268,8 @@ class ModelClient:
                     "the text so far is kept"
                 ) from None
             except Exception as exc:
+                if continue_final and isinstance(exc, openai.BadRequestError):
+                    raise ContinuationRefused(f"{describe(exc)} to a continuation: {exc.message}") from exc
                 if not is_transient(exc):
                     raise ModelError(describe(exc)) from exc
                 now = self.clock()

@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 
 from . import events as ev
-from .client import ModelClient, ModelError
+from .client import ContinuationRefused, ModelClient, ModelError
 from .context import estimate_tokens, fit_context
 from .tools import TOOLS, Tool, ToolContext, ToolError, ToolResult, truncate
 
@@ -56,6 +56,17 @@ class LoopConfig:
 
 
 @dataclass
+class PartialStep:
+    """What an unfinished step (its worker died mid-stream) had published: the resumed turn continues it."""
+
+    reasoning: str = ""
+    content: str = ""
+
+
+INTERRUPTED = "interrupted"  # the finish_reason of a partial step the model server could not continue
+
+
+@dataclass
 class TurnState:
     """What the loop has spent so far; a resumed turn starts from the persisted values."""
 
@@ -64,6 +75,8 @@ class TurnState:
     tokens_out: int = 0
     elapsed: float = 0.0
     reasoning: list[str] = field(default_factory=list)  # each finished step's reasoning
+    # Step `step` began and was cut off with this text: it is continued, not started again.
+    partial: PartialStep | None = None
 
 
 @dataclass
@@ -151,8 +164,22 @@ class AgentLoop:
             or state.elapsed >= cfg.max_turn_seconds
         )
         index = state.step
-        yield ev.StepStarted(index=index)
-        out = yield from self._stream(self._prompt(messages, wrap_up), tools=not wrap_up)
+        partial, state.partial = state.partial, None
+        if partial is None or not (partial.reasoning or partial.content):
+            if partial is None:  # a resumed step that had published nothing has its start already
+                yield ev.StepStarted(index=index)
+            out = yield from self._stream(self._prompt(messages, wrap_up), tools=not wrap_up)
+        else:
+            out = yield from self._continue(messages, wrap_up, partial)
+            if isinstance(out.error, ContinuationRefused):
+                # Keep what was shown as a finished, labelled attempt; the next step starts afresh.
+                log.warning(
+                    "step %d not continued (%s); keeping it as an interrupted attempt", index, out.error
+                )
+                state.step += 1
+                state.reasoning.append(partial.reasoning)
+                yield ev.StepFinished(index=index, finish_reason=INTERRUPTED)
+                return StepOutcome(index, INTERRUPTED, partial.content)
         state.step += 1
         state.reasoning.append(out.reasoning)
         calls = [c.id for c in out.calls]
@@ -205,13 +232,31 @@ class AgentLoop:
         note = {"role": "user", "content": WRAP_UP_NOTE}
         return [*fit_context(messages, budget - estimate_tokens(note), cfg.keep_tool_outputs), note]
 
-    def _stream(self, prompt: list[dict], tools: bool):
+    def _continue(self, messages: list[dict], wrap_up: bool, partial: PartialStep):
+        """Go on with a step that was cut off: the transcript ends in its unfinished assistant message
+        and the server continues it; what it produced includes the partial text."""
+        open_message = {
+            "role": "assistant",
+            "content": partial.content,
+            "reasoning_content": partial.reasoning,
+        }
+        prompt = [*self._prompt(messages, wrap_up), open_message]
+        out = yield from self._stream(prompt, tools=not wrap_up, continue_final=True)
+        if not isinstance(out.error, ContinuationRefused):
+            out.reasoning, out.content = partial.reasoning + out.reasoning, partial.content + out.content
+        return out
+
+    def _stream(self, prompt: list[dict], tools: bool, continue_final: bool = False):
         """Stream one model call, yielding its deltas as events; returns what it produced."""
         schemas = [tool.schema() for tool in self.tools.values()] if tools else None
         reasoning, content, calls = [], [], {}
         out = _Streamed()
         stream = self.client.stream(
-            prompt, schemas, thinking=self.config.thinking, max_tokens=self.config.max_step_tokens
+            prompt,
+            schemas,
+            thinking=self.config.thinking,
+            max_tokens=self.config.max_step_tokens,
+            continue_final=continue_final,
         )
         try:
             for chunk in stream:

@@ -26,6 +26,8 @@ from agent.corpus import SearchResults
 from .attachments import stored_file
 from .rendering import render_markdown, render_plain
 
+INTERRUPTED_LABEL = "(interrupted — retried)"
+
 # More tool calls than this in a turn: the panel summary names counts per tool.
 MANY_TOOL_CALLS = 6
 
@@ -225,8 +227,14 @@ class TurnProjection:
                 self.step_content_from = len(self.content_parts)
             case ev.StepFinished(finish_reason="tool_calls"):
                 self._move_step_content_to_trace()
+            case ev.StepFinished(finish_reason="interrupted"):
+                # A cut-off step the model server could not continue: kept, labelled, and retried.
+                self._move_step_content_to_trace()
+                self.current = None
+                self._append_thinking(INTERRUPTED_LABEL, kind="note")
+                self.current = None
             case ev.ToolCallStarted(call_id=call_id, name=name):
-                self._tool_started(call_id, name)
+                self._tool_started(call_id, name, again=True)
             case ev.ToolCallArguments(call_id=call_id, delta=delta):
                 card = self.cards.get((self.step, call_id))
                 if card is not None:
@@ -293,9 +301,13 @@ class TurnProjection:
                 self.thought_s = None
                 self._replace_summary()
 
-    def _tool_started(self, call_id: str, name: str) -> ToolCard:
+    def _tool_started(self, call_id: str, name: str, again: bool = False) -> ToolCard:
         card = self.cards.get((self.step, call_id))
         if card is not None:
+            if again and card.status == "preparing" and card.arguments:
+                # The call's step was cut off while it streamed and is being continued: it streams anew.
+                card.arguments = ""
+                self._op("replace", f"tool-{self.uuid}-{card.k}", self._card_html(card))
             return card
         card = ToolCard(k=len(self.items) + 1, step=self.step, call_id=call_id, name=name)
         self.cards[(self.step, call_id)] = card
@@ -436,7 +448,9 @@ def events_from_db(turn) -> list[ev.Event]:
         if step.reasoning:
             events.append(ev.ReasoningDelta(text=step.reasoning))
         is_last = i == len(steps) - 1
-        if step.content and ((not is_last and calls) or answer is None):
+        if step.content and (
+            (not is_last and calls) or answer is None or step.finish_reason == "interrupted"
+        ):
             events.append(ev.ContentDelta(text=step.content))
         for call in calls:
             duration = 0

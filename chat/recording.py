@@ -1,24 +1,34 @@
 """A turn in Postgres: claim it (a lease), rebuild its transcript for the model, and record its events as rows.
 
 Per step the recorder writes a constant number of rows (the Step insert and update, the Turn
-update, two writes per tool call), plus at most one text checkpoint per second while streaming.
+update, two writes per tool call), plus text checkpoints while streaming: a delta is in its Step
+row at most `checkpoint_every` seconds after it was recorded, whether or not more deltas follow.
+
+A step its worker died in is settled on resume (`settle_unfinished_step`): its text is the longer of
+its checkpoint and what the turn's stream published, and the resumed loop continues it.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agent import events as ev
-from agent.loop import TurnState, system_prompt
+from agent.loop import INTERRUPTED, PartialStep, TurnState, system_prompt
 
 from .models import Attachment, Message, Step, ToolCall, Turn
+
+log = logging.getLogger(__name__)
+
+TOOL_CUT_OFF = "the worker stopped while this tool ran"
 
 
 @dataclass
@@ -78,11 +88,92 @@ def running_turn_leases() -> list[tuple[int, float]]:
     return [(i, max(0.0, (exp - now).total_seconds()) if exp else 0.0) for i, exp in rows]
 
 
+def _published_step(published: list[ev.Event], index: int) -> tuple[bool, str, str]:
+    """Whether the stream holds step `index`'s start, and the reasoning and content it published since."""
+    start = None
+    for i, event in enumerate(published):
+        if isinstance(event, ev.StepStarted) and event.index == index:
+            start = i
+    if start is None:
+        return False, "", ""
+    reasoning, content = [], []
+    for event in published[start + 1 :]:
+        match event:
+            case ev.ReasoningDelta(text=text):
+                reasoning.append(text)
+            case ev.ContentDelta(text=text):
+                content.append(text)
+    return True, "".join(reasoning), "".join(content)
+
+
+def _longer(a: str, b: str) -> str:
+    """The fuller of two records of one growing text (each a prefix of the other when both are whole)."""
+    return a if len(a) >= len(b) else b
+
+
+def settle_unfinished_step(turn: Turn, published: list[ev.Event]) -> list[ev.Event]:
+    """Make the step a dead worker left unfinished whole again; return the events to publish so the
+    turn's stream shows it as Postgres now has it.
+
+    `published` is what the turn's stream holds. The step's text becomes the longer of its checkpoint
+    and what was published (a checkpoint can trail the stream by up to a second, the stream can trail
+    the checkpoint by the publisher's queue); what the stream lacks is published as deltas. A step
+    whose tools had started has its whole model output: it is finished as a tool-call step, and a
+    call that had not finished ends as an error the model and the page see."""
+    step = Step.objects.filter(turn=turn, finished__isnull=True).order_by("-index").first()
+    if step is None:
+        return []
+    started, reasoning, content = _published_step(published, step.index)
+    out: list[ev.Event] = [] if started else [ev.StepStarted(index=step.index)]
+    if not started:
+        reasoning = content = ""
+    full_reasoning, full_content = _longer(step.reasoning, reasoning), _longer(step.content, content)
+    if full_reasoning[len(reasoning) :]:
+        out.append(ev.ReasoningDelta(text=full_reasoning[len(reasoning) :]))
+    if full_content[len(content) :]:
+        out.append(ev.ContentDelta(text=full_content[len(content) :]))
+    calls = list(step.tool_calls.order_by("index"))
+    with transaction.atomic():
+        Step.objects.filter(id=step.id).update(reasoning=full_reasoning, content=full_content)
+        if calls:
+            now = timezone.now()
+            for call in calls:
+                if call.status != ToolCall.Status.RUNNING:
+                    continue
+                result = f"Error: {TOOL_CUT_OFF}; call it again if you still need its result."
+                ToolCall.objects.filter(id=call.id).update(
+                    status=ToolCall.Status.ERROR, result=result, error=TOOL_CUT_OFF, finished=now
+                )
+                out.append(
+                    ev.ToolCallFinished(
+                        call_id=call.call_id,
+                        name=call.name,
+                        arguments=call.arguments,
+                        result=result,
+                        status="error",
+                        error=TOOL_CUT_OFF,
+                    )
+                )
+            Step.objects.filter(id=step.id).update(finish_reason="tool_calls", finished=now)
+            Turn.objects.filter(id=turn.id).update(steps=step.index + 1)
+            out.append(ev.StepFinished(index=step.index, finish_reason="tool_calls"))
+    log.info(
+        "turn %s: step %d settled after a worker stopped (%d+%d characters; %d calls)",
+        turn.id,
+        step.index,
+        len(full_reasoning),
+        len(full_content),
+        len(calls),
+    )
+    return out
+
+
 def build_transcript(turn: Turn) -> tuple[list[dict], TurnState]:
     """The model context from Postgres: the visible conversation up to the turn's user message, then
     the turn's finished steps (assistant tool-call messages with their reasoning, and tool results).
-    A step left unfinished by a dead worker is discarded and will run again."""
-    Step.objects.filter(turn=turn, finished__isnull=True).delete()
+    A step left unfinished by a dead worker (settled first, see `settle_unfinished_step`) is not in
+    the messages: its text is `state.partial`, and the loop continues it. A step kept as an
+    interrupted attempt is shown to the user but not to the model."""
     history = (
         Message.objects.filter(conversation_id=turn.conversation_id, superseded_by__isnull=True)
         .filter(Q(created__lt=turn.user_message.created) | Q(id=turn.user_message_id))
@@ -96,9 +187,16 @@ def build_transcript(turn: Turn) -> tuple[list[dict], TurnState]:
     if turn.started:
         state.elapsed = (timezone.now() - turn.started).total_seconds()
     for step in Step.objects.filter(turn=turn).order_by("index").prefetch_related("tool_calls"):
-        calls = list(step.tool_calls.all())
         state.reasoning.append(step.reasoning)
         state.step = step.index + 1
+        if step.finished is None:
+            state.reasoning.pop()
+            state.step = step.index
+            state.partial = PartialStep(reasoning=step.reasoning, content=step.content)
+            break
+        if step.finish_reason == INTERRUPTED:
+            continue
+        calls = list(step.tool_calls.all())
         assistant = {"role": "assistant", "content": step.content, "reasoning_content": step.reasoning}
         if calls:
             assistant["tool_calls"] = [
@@ -111,7 +209,11 @@ def build_transcript(turn: Turn) -> tuple[list[dict], TurnState]:
 
 
 class TurnRecorder:
-    """Turns the loop's events into Step, ToolCall, Turn and Message rows."""
+    """Turns the loop's events into Step, ToolCall, Turn and Message rows.
+
+    Text deltas are buffered and checkpointed into their Step row by a timer thread (its own database
+    connection) at most `checkpoint_every` seconds after they were recorded, also when no delta
+    follows; `close()` stops it."""
 
     def __init__(self, turn: Turn, checkpoint_every: float = 1.0):
         self.turn = turn
@@ -120,18 +222,26 @@ class TurnRecorder:
         self.reasoning: list[str] = []
         self.content: list[str] = []
         self.calls: dict[str, ToolCall] = {}
-        self.last_checkpoint = time.monotonic()
+        self._lock = threading.Lock()  # the step and its buffers, between the loop and the timer
+        self._due: float | None = None  # when the oldest unsaved delta must be in Postgres
+        self._wake = threading.Event()
+        self._closed = False
+        self._timer: threading.Thread | None = None
+
+    def continue_step(self, index: int) -> None:
+        """Record into the existing row of step `index` (a resumed turn continues it), from its text."""
+        with self._lock:
+            self.step = Step.objects.get(turn=self.turn, index=index)
+            self.reasoning, self.content, self.calls = [self.step.reasoning], [self.step.content], {}
 
     def record(self, event: ev.Event) -> None:
         match event:
             case ev.StepStarted():
                 self._step_started(event)
             case ev.ReasoningDelta(text=text):
-                self.reasoning.append(text)
-                self._maybe_checkpoint()
+                self._buffer(self.reasoning, text)
             case ev.ContentDelta(text=text):
-                self.content.append(text)
-                self._maybe_checkpoint()
+                self._buffer(self.content, text)
             case ev.ToolCallRunning():
                 self._tool_running(event)
             case ev.ToolCallFinished():
@@ -141,15 +251,57 @@ class TurnRecorder:
             case ev.TurnFinished():
                 self._turn_finished(event)
 
-    def _step_started(self, event: ev.StepStarted) -> None:
-        self.step = Step.objects.create(turn=self.turn, index=event.index)
-        self.reasoning, self.content, self.calls = [], [], {}
-        self.last_checkpoint = time.monotonic()
+    def close(self) -> None:
+        """Write what is still buffered and stop the checkpoint timer."""
+        self._closed = True
+        self._wake.set()
+        if self._timer is not None:
+            self._timer.join(timeout=10)
+        self._checkpoint()
 
-    def _maybe_checkpoint(self) -> None:
-        if time.monotonic() - self.last_checkpoint >= self.checkpoint_every:
-            self.last_checkpoint = time.monotonic()
-            Step.objects.filter(id=self.step.id).update(
+    def _step_started(self, event: ev.StepStarted) -> None:
+        step = Step.objects.create(turn=self.turn, index=event.index)
+        with self._lock:
+            self.step = step
+            self.reasoning, self.content, self.calls = [], [], {}
+            self._due = None
+
+    def _buffer(self, parts: list[str], text: str) -> None:
+        with self._lock:
+            parts.append(text)
+            if self._due is None:
+                self._due = time.monotonic() + self.checkpoint_every
+        if self._timer is None:
+            self._timer = threading.Thread(
+                target=self._run_timer, daemon=True, name=f"checkpoint-{self.turn.id}"
+            )
+            self._timer.start()
+        self._wake.set()
+
+    def _run_timer(self) -> None:
+        try:
+            while not self._closed:
+                due = self._due
+                if due is None:
+                    self._wake.wait()
+                    self._wake.clear()
+                    continue
+                # Write a little early: the write itself takes time.
+                wait = due - time.monotonic() - min(0.1, self.checkpoint_every / 4)
+                if wait > 0:
+                    self._wake.wait(wait)
+                    self._wake.clear()
+                    continue
+                self._checkpoint()
+        finally:
+            connection.close()  # this thread's own connection
+
+    def _checkpoint(self) -> None:
+        with self._lock:
+            if self._due is None or self.step is None:
+                return
+            self._due = None
+            Step.objects.filter(id=self.step.id, finished__isnull=True).update(
                 reasoning="".join(self.reasoning), content="".join(self.content)
             )
 
@@ -183,6 +335,8 @@ class TurnRecorder:
 
     def _step_finished(self, event: ev.StepFinished) -> None:
         now = timezone.now()
+        with self._lock:
+            self._due = None
         Step.objects.filter(id=self.step.id).update(
             reasoning="".join(self.reasoning),
             content="".join(self.content),

@@ -23,10 +23,10 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from agent.client import ModelClient
-from agent.events import TurnFinished
+from agent.events import TurnFinished, TurnStarted, TurnStatus
 from agent.loop import AgentLoop, LoopConfig
 from agent.publisher import BackgroundPublisher, EventPublisher
-from agent.stream import cancel_requested
+from agent.stream import TurnStream, cancel_requested
 from agent.tools import TOOLS, SearchSettings, ToolContext
 from corpus.search import DocumentCorpus
 
@@ -35,6 +35,18 @@ from . import redis as chat_redis
 from .attachments import AttachmentSink
 
 log = logging.getLogger(__name__)
+
+
+RESUMING = "The worker restarted — resuming"
+
+
+def published_events(stream: TurnStream) -> list:
+    """What the turn's stream holds (nothing while Redis is unreachable: Postgres alone then)."""
+    try:
+        return [item.event for item in stream.read()]
+    except Exception:
+        log.warning("turn %s: its stream could not be read; resuming from Postgres alone", stream.turn)
+        return []
 
 
 def worker_identity() -> str:
@@ -115,9 +127,11 @@ def execute_turn(
     client = client or model_client()
     redis = chat_redis.sync_client()
     keys = chat_redis.keys()
+    stream = chat_redis.turn_stream(turn.uuid)
+    published = published_events(stream)
     publisher = BackgroundPublisher(
         EventPublisher(
-            chat_redis.turn_stream(turn.uuid),
+            stream,
             channel_layers.make_backend(DEFAULT_CHANNEL_LAYER),
             keys.group(turn.conversation.uuid),
             ttl=settings.AGENT_EVENTS_TTL,
@@ -130,17 +144,31 @@ def execute_turn(
         is_cancelled=lambda: heartbeat.lost.is_set() or cancel_requested(redis, keys, turn.uuid),
         tool_context=tool_context(turn),
     )
+    # A turn that ran before (its worker died): the unfinished step is made whole and continued, and
+    # the page is told; the notice clears when the model writes again.
+    resumed = any(isinstance(e, TurnStarted) for e in published) or turn.step_rows.exists()
+    catch_up = recording.settle_unfinished_step(turn, published)
     messages, state = recording.build_transcript(turn)
     if not turn.model:
         recording.set_model(turn, client.model)
     recorder = recording.TurnRecorder(turn, checkpoint_every)
+    if state.partial is not None:
+        recorder.continue_step(state.step)
+    if resumed:
+        publisher.publish(TurnStatus(text=RESUMING))
+    for event in catch_up:  # already in Postgres; the stream lacked them
+        publisher.publish(event)
     heartbeat.start()
     finished = False
+    notice_up = resumed
     events = loop.run(messages, state)
     try:
         for event in events:
             if heartbeat.lost.is_set():
                 break  # another worker owns the turn now: write and publish nothing more
+            if notice_up and not isinstance(event, TurnStarted | TurnStatus):
+                publisher.publish(TurnStatus(text=""))
+                notice_up = False
             if isinstance(event, TurnFinished):
                 recorder.record(event)  # the row first: a client that sees the event can rely on it
                 publisher.publish(event)
@@ -159,6 +187,10 @@ def execute_turn(
             finished = True
     finally:
         events.close()
+        try:
+            recorder.close()
+        except Exception:
+            log.exception("turn %s: the last checkpoint could not be written", turn.id)
         end_tool_sessions(turn)
         heartbeat.stopped.set()
         heartbeat.join(timeout=5)

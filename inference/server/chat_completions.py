@@ -19,8 +19,10 @@ from inference.server.chat_templates import (
     TOOL_CALL_BEGIN,
     TOOL_CALLS_SECTION_BEGIN,
     TemplateError,
+    prompt_ends_in_answer,
     prompt_opens_thinking,
     render_chat,
+    render_continuation,
 )
 from inference.server.generation import Delta, Generation
 from inference.server.protocol import (
@@ -76,9 +78,12 @@ class ChatCompletions:
             tools = []
         # Rendering and tokenizing a long conversation takes a while: off the event loop, so /health and
         # the streams in flight stay responsive.
+        # `continue_final_message`: the last assistant message is rendered open and generation goes on
+        # writing it; the answer then holds only the new text.
+        render = render_continuation if body.continue_final_message else render_chat
         try:
             prompt = await asyncio.to_thread(
-                render_chat,
+                render,
                 self.template,
                 messages,
                 tools=tools or None,
@@ -116,7 +121,13 @@ class ChatCompletions:
         )
         try:
             gen = Generation(
-                engine, prompt_ids, params, body.stop, prompt_opens_thinking(prompt), tools=tools
+                engine,
+                prompt_ids,
+                params,
+                body.stop,
+                prompt_opens_thinking(prompt),
+                tools=tools,
+                starts_in_content=body.continue_final_message and prompt_ends_in_answer(prompt),
             )
         except PromptTooLong as exc:
             metrics.REQUESTS.labels("too_long").inc()

@@ -143,7 +143,42 @@ def render_chat(
     )
 
 
+def render_continuation(template: str, messages: list[dict], **kwargs) -> str:
+    """The prompt that continues `messages[-1]` (an assistant message): the conversation rendered
+    without a generation prompt, cut right after the last message's text, so the end token and
+    anything the template closes it with are left out (vLLM's `continue_final_message`).
+
+    With content the cut follows the content (past `</think>`); with reasoning only it follows the
+    reasoning, so the think block stays open and the model goes on thinking."""
+    last = messages[-1]
+    content, reasoning = last.get("content") or "", last.get("reasoning_content") or ""
+    if not content and not reasoning:
+        return render_chat(template, messages[:-1], add_generation_prompt=True, **kwargs)
+    rendered = render_chat(template, messages, add_generation_prompt=False, **kwargs)
+    tail = content or reasoning
+    at = rendered.rfind(tail)
+    if at < 0:
+        raise TemplateError(
+            "the chat template does not render the final message's text; it cannot be continued"
+        )
+    return rendered[: at + len(tail)]
+
+
 def prompt_opens_thinking(prompt: str) -> bool:
-    """The rendered prompt ends inside an open think block, so the output starts as reasoning."""
-    tail = prompt.rstrip()
-    return tail.endswith(THINK_START)
+    """The rendered prompt ends inside an open think block of the last assistant message (the
+    generation prompt's `<think>`, or a continued message's unfinished reasoning), so the output
+    starts as reasoning."""
+    if IM_ASSISTANT not in prompt:  # another model's template: only a trailing <think> opens one
+        return prompt.rstrip().endswith(THINK_START)
+    tail = prompt[prompt.rfind(IM_ASSISTANT) :]
+    opened = tail.rfind(THINK_START)
+    return opened >= 0 and THINK_END not in tail[opened:]
+
+
+def prompt_ends_in_answer(prompt: str) -> bool:
+    """The rendered prompt ends inside the last assistant message's answer, past its think block, so
+    the output is content from its first character (a `<think>` there does not open reasoning)."""
+    if IM_ASSISTANT not in prompt:
+        return False
+    tail = prompt[prompt.rfind(IM_ASSISTANT) :]
+    return THINK_END in tail and IM_END not in tail

@@ -65,13 +65,16 @@ class Generation:
         stops: list[str],
         starts_in_reasoning: bool,
         tools: list[dict] | None = None,
+        starts_in_content: bool = False,
     ):
         self.engine = engine
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.detok = IncrementalDetokenizer(engine.tokenizer, prompt_ids)
         self.stops = StopStrings(stops)
-        self.reasoning = KimiK2ReasoningDetector(in_reasoning=starts_in_reasoning)
+        self.reasoning = KimiK2ReasoningDetector(
+            in_reasoning=starts_in_reasoning, in_content=starts_in_content
+        )
         self.tools = KimiK2ToolCallDetector(tools)
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0

@@ -122,6 +122,9 @@ class ChatCompletionRequest(BaseModel):
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # vLLM's continuation: the last (assistant) message is rendered open and the model goes on writing it.
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +152,31 @@ class ChatCompletionRequest(BaseModel):
                 "unknown_tool",
                 "tool_choice names {name}, which is not in `tools`",
                 {"param": "tool_choice", "name": repr(self.tool_choice.function.name)},
+            )
+        if self.continue_final_message:
+            if self.add_generation_prompt:
+                raise PydanticCustomError(
+                    "continue_with_generation_prompt",
+                    "`continue_final_message` needs `add_generation_prompt: false`",
+                    {"param": "add_generation_prompt"},
+                )
+            if self.messages[-1].role != "assistant":
+                raise PydanticCustomError(
+                    "continue_needs_assistant",
+                    "`continue_final_message` needs an assistant message last",
+                    {"param": "messages"},
+                )
+            if self.messages[-1].tool_calls:
+                raise PydanticCustomError(
+                    "continue_tool_calls",
+                    "`continue_final_message` cannot continue a message that holds tool calls",
+                    {"param": "messages"},
+                )
+        elif not self.add_generation_prompt:
+            raise PydanticCustomError(
+                "no_generation_prompt",
+                "`add_generation_prompt: false` is only supported with `continue_final_message: true`",
+                {"param": "add_generation_prompt"},
             )
         if self.tool_choice == "required" and not names:
             raise PydanticCustomError(

@@ -3,6 +3,11 @@
 The test double at the one network border the agent does not own. Each request gets the next reply
 from a script (or a function of the request); replies say what to stream: reasoning, content, tool
 calls (ids `functions.NAME:IDX`, arguments in fragments), or an HTTP error, with optional pauses.
+
+A request with `continue_final_message` is answered as a greedy server answers it: the reply the
+script gives for the conversation without the unfinished assistant message, less the text that
+message already holds (so an interrupted step continued gives the uninterrupted step's text). With
+`continuation=False` such a request gets HTTP 400, as from a remote API without the flag.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -68,11 +73,21 @@ def chunks_for(reply: Reply, prompt_chars: int) -> list[dict]:
     return out
 
 
+def continued(reply: Reply, reasoning: str, content: str) -> Reply:
+    """What is left of `reply` after an unfinished message that holds `reasoning` and `content`."""
+    if content:
+        rest = reply.content[len(content) :] if reply.content.startswith(content) else reply.content
+        return replace(reply, reasoning="", content=rest)
+    rest = reply.reasoning[len(reasoning) :] if reply.reasoning.startswith(reasoning) else reply.reasoning
+    return replace(reply, reasoning=rest)
+
+
 class ScriptedModelServer:
     """`with ScriptedModelServer(script) as server:` then point the client at `server.url`."""
 
-    def __init__(self, script):
+    def __init__(self, script, continuation: bool = True):
         self.script = script  # a list of Reply (consumed in order) or a function(request, n) -> Reply
+        self.continuation = continuation
         self.requests: list[dict] = []
         self.disconnects = 0  # streams the client closed before the end
         self.timings: list[
@@ -134,6 +149,15 @@ class ScriptedModelServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def next_reply(self, body: dict, n: int) -> Reply:
+        if not body.get("continue_final_message"):
+            return self._scripted(body, n)
+        if not self.continuation:
+            return Reply(status=400)
+        *prompt, partial = body["messages"]
+        reply = self._scripted({**body, "messages": prompt}, n)
+        return continued(reply, partial.get("reasoning_content") or "", partial.get("content") or "")
+
+    def _scripted(self, body: dict, n: int) -> Reply:
         if callable(self.script):
             return self.script(body, n)
         return self.script[n] if n < len(self.script) else Reply(content="(script exhausted)")

@@ -122,6 +122,19 @@ def turn_status(turn):
     return Turn.objects.filter(id=turn.id).values_list("status", flat=True).get()
 
 
+def assert_each_character_once(events, turn):
+    """The stream's deltas of each step add up to exactly its text in Postgres: nothing shown twice."""
+    by_step: dict[int, list[str]] = {}
+    step = None
+    for e in events:
+        if e["type"] == "step.started":
+            step = e["index"]
+        elif e["type"] == "reasoning.delta":
+            by_step.setdefault(step, []).append(e["text"])
+    for row in Step.objects.filter(turn=turn):
+        assert "".join(by_step.get(row.index, [])) == row.reasoning, f"step {row.index}"
+
+
 def assert_complete_trace(turn):
     turn.refresh_from_db()
     assert turn.status == "done" and turn.steps == STEPS
@@ -173,5 +186,6 @@ def test_a_worker_killed_mid_turn_is_resumed_by_a_fresh_worker_and_nothing_is_lo
     events = events_of(agent_redis, turn)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "seq continues across the restart"
     started = [e["index"] for e in events if e["type"] == "step.started"]
-    assert started == [0, 1, 2, 2, 3], "step 2 was cut off and ran again; steps 0 and 1 were not redone"
+    assert started == [0, 1, 2, 3], "step 2 was cut off and continued; no step ran twice"
+    assert assert_each_character_once(events, turn) is None
     assert events[-1]["type"] == "turn.finished" and events[-1]["status"] == "done"

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 from scripted_model import Reply, ScriptedModelServer
 
 from agent.client import ModelClient
@@ -159,24 +160,95 @@ def test_stop_cancels_mid_stream_and_keeps_the_partial_answer(agent_redis, make_
     assert stream_events(agent_redis, turn)[-1]["status"] == "cancelled"
 
 
-def test_resume_discards_the_unfinished_step_and_continues_the_sequence(agent_redis, make_turn):
+def die_during_step_one(client, turn, stream_keeps: int, checkpoint: str) -> list[dict]:
+    """Make a finished two-step turn look as if its worker died while step 1 streamed its reasoning:
+    the stream keeps step 1's start and its first `stream_keeps` reasoning deltas, the Step row the
+    checkpoint `checkpoint`, the turn running under a lapsed lease. Returns the events kept."""
+    events = stream_events(client, turn)
+    start = next(i for i, e in enumerate(events) if e["type"] == "step.started" and e["index"] == 1)
+    keep = start + 1 + stream_keeps
+    assert all(e["type"] == "reasoning.delta" for e in events[start + 1 : keep])
+    key = chat_redis.keys().stream(turn.uuid)
+    client.delete(key)  # a stream whose last entries were never written (XDEL would keep its top id)
+    for e in events[:keep]:
+        client.xadd(key, {"e": json.dumps(e)}, id=f"{e['seq']}-0")
+    Step.objects.filter(turn=turn, index=1).update(finished=None, reasoning=checkpoint, content="")
+    Message.objects.filter(turn=turn).delete()
+    Turn.objects.filter(id=turn.id).update(status="running", lease_expires=None, finished=None, steps=1)
+    return events[:keep]
+
+
+def step_text(events, index, kind):
+    """The text of one step's deltas of `kind` in a stream (every delta once, as the page shows it)."""
+    out, inside = [], False
+    for e in events:
+        if e["type"] == "step.started":
+            inside = e["index"] == index
+        elif inside and e["type"] == kind:
+            out.append(e["text"])
+    return "".join(out)
+
+
+@pytest.mark.parametrize(
+    "stream_keeps, checkpoint",
+    [(1, "It pr"), (0, "It printed")],
+    ids=["stream-ahead-of-checkpoint", "checkpoint-ahead-of-stream"],
+)
+def test_resume_continues_the_unfinished_step_with_each_character_once(
+    agent_redis, make_turn, stream_keeps, checkpoint
+):
     turn = make_turn()
     with ScriptedModelServer(two_step_script) as server:
         execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
-    events_before = stream_events(agent_redis, turn)
-    # Pretend the worker died during step 1: its row unfinished, the turn still running, lease lapsed.
-    Step.objects.filter(turn=turn, index=1).update(finished=None)
-    Message.objects.filter(turn=turn).delete()
-    Turn.objects.filter(id=turn.id).update(status="running", lease_expires=None, finished=None)
+    kept = die_during_step_one(agent_redis, turn, stream_keeps, checkpoint)
     with ScriptedModelServer(two_step_script) as server:
         execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
-    assert len(server.requests) == 1, "only the unfinished step runs again"
-    assert server.requests[0]["messages"][-1]["role"] == "tool"
+    assert len(server.requests) == 1, "only the unfinished step goes on"
+    body = server.requests[0]
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    seen = step_text(kept, 1, "reasoning.delta")
+    assert body["messages"][-1] == {
+        "role": "assistant",
+        "content": "",
+        "reasoning_content": max(seen, checkpoint, key=len),
+    }
+    assert body["messages"][-2]["role"] == "tool"
     turn.refresh_from_db()
-    assert turn.status == "done" and Step.objects.filter(turn=turn).count() == 2
+    assert turn.status == "done" and turn.steps == 2
+    steps = list(Step.objects.filter(turn=turn).order_by("index"))
+    assert [s.index for s in steps] == [0, 1]
+    assert (steps[1].reasoning, steps[1].content) == ("It printed 42.", "The answer is **42**.")
+    assert Message.objects.get(turn=turn).content == "The answer is **42**."
     events = stream_events(agent_redis, turn)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert len(events) > len(events_before)
+    assert [e["index"] for e in events if e["type"] == "step.started"] == [0, 1]
+    assert step_text(events, 1, "reasoning.delta") == "It printed 42."
+    assert step_text(events, 1, "content.delta") == "The answer is **42**."
+    statuses = [e["text"] for e in events if e["type"] == "turn.status"]
+    assert statuses == ["The worker restarted — resuming", ""]
+
+
+def test_a_server_that_refuses_continuation_keeps_the_cut_step_as_a_labelled_attempt(agent_redis, make_turn):
+    from chat.fragments import INTERRUPTED_LABEL, project_from_db
+
+    turn = make_turn()
+    with ScriptedModelServer(two_step_script) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    die_during_step_one(agent_redis, turn, 0, "It pr")
+    with ScriptedModelServer(two_step_script, continuation=False) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    assert [b.get("continue_final_message", False) for b in server.requests] == [True, False]
+    assert server.requests[1]["messages"][-1]["role"] == "tool", "the model does not see the cut attempt"
+    turn.refresh_from_db()
+    assert turn.status == "done"
+    steps = list(Step.objects.filter(turn=turn).order_by("index"))
+    assert [(s.index, s.finish_reason) for s in steps] == [(0, "tool_calls"), (1, "interrupted"), (2, "stop")]
+    assert steps[1].reasoning == "It pr" and steps[2].reasoning == "It printed 42."
+    assert Message.objects.get(turn=turn).content == "The answer is **42**."
+    events = stream_events(agent_redis, turn)
+    assert [e["index"] for e in events if e["type"] == "step.started"] == [0, 1, 2]
+    html = project_from_db(turn).render_full()
+    assert INTERRUPTED_LABEL in html and html.count("It pr") == 2  # the attempt, then the retried step
 
 
 @pytest.mark.slow
@@ -280,3 +352,34 @@ def test_the_background_publisher_keeps_order_and_text_while_merging_a_backlog_o
     for call_id in started:
         args = "".join(e["delta"] for e in got if e["type"] == "tool.arguments" and e["call_id"] == call_id)
         assert args == '{"a":1}'
+
+
+def test_a_checkpoint_reaches_postgres_within_a_second_while_the_model_is_silent(agent_redis, make_turn):
+    turn = make_turn()
+    # role chunk, then "first half " at ~2 s, then nothing for 2 s, then the rest.
+    slow = Reply(reasoning="first half second half", content="done", piece=11, delay=2.0)
+    with ScriptedModelServer([slow]) as server:
+
+        def run():
+            try:
+                execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+            finally:
+                connection.close()  # this thread's own connection
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        stream = chat_redis.turn_stream(turn.uuid)
+        deadline = time.monotonic() + 10
+        while not any(e.event.type == "reasoning.delta" for e in stream.read()):
+            assert time.monotonic() < deadline, "no reasoning was published"
+            time.sleep(0.01)
+        published = time.monotonic()
+        while not Step.objects.filter(turn=turn, reasoning="first half ").exists():
+            assert time.monotonic() - published < 1.0, "the checkpoint took longer than a second"
+            time.sleep(0.01)
+        checkpointed = time.monotonic() - published
+        assert Step.objects.get(turn=turn).finished is None  # mid-step: the model is still silent
+        worker.join(30)
+    assert checkpointed < 1.0
+    turn.refresh_from_db()
+    assert turn.status == "done" and Step.objects.get(turn=turn).reasoning == "first half second half"

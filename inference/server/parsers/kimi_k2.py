@@ -36,13 +36,14 @@ STRAY_TOOL_MARKERS = (*SECTION_ENDS, TOOL_CALL_BEGIN, TOOL_CALL_ARGUMENT_BEGIN, 
 
 
 class KimiK2ReasoningDetector:
-    """Splits text into (reasoning, content). Starts inside the think block when the prompt opened it;
-    otherwise only a `<think>` at the very start of the output opens one."""
+    """Splits text into (reasoning, content). Starts inside the think block when the prompt opened it,
+    in the answer when the prompt continues one (`in_content`); otherwise only a `<think>` at the very
+    start of the output opens one."""
 
     START, REASONING, CONTENT = range(3)
 
-    def __init__(self, in_reasoning: bool = False):
-        self.state = self.REASONING if in_reasoning else self.START
+    def __init__(self, in_reasoning: bool = False, in_content: bool = False):
+        self.state = self.REASONING if in_reasoning else self.CONTENT if in_content else self.START
         self.buffer = ""
 
     @property
