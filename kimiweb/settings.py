@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "channels",
     "axes",
     "chat",
+    "documents",
     "corpus",
     "console",
 ]
@@ -248,6 +249,19 @@ CHAT_TURNS_PER_MINUTE = env.int("CHAT_TURNS_PER_MINUTE", default=10)
 # CHAT_MAX_QUEUED_TURNS are refused with "busy, try again" instead of waiting without end.
 CHAT_TURNS_PER_MINUTE_PER_IP = env.int("CHAT_TURNS_PER_MINUTE_PER_IP", default=30)
 CHAT_MAX_QUEUED_TURNS = env.int("CHAT_MAX_QUEUED_TURNS", default=200)
+
+# Documents users upload into conversations: limits on what is accepted and on what extraction reads.
+# Extraction runs in a child process of the worker with an address-space cap, a CPU-time cap and a
+# wall-clock timeout; past any of them the file fails with a message, the worker goes on.
+DOCUMENTS_MAX_FILE_BYTES = env.int("DOCUMENTS_MAX_FILE_BYTES", default=50 * 1024 * 1024)
+DOCUMENTS_MAX_USER_BYTES = env.int("DOCUMENTS_MAX_USER_BYTES", default=1024 * 1024 * 1024)
+DOCUMENTS_MAX_PAGES = env.int("DOCUMENTS_MAX_PAGES", default=2000)  # pages, slides or sections
+DOCUMENTS_MAX_SHEETS = env.int("DOCUMENTS_MAX_SHEETS", default=50)
+DOCUMENTS_MAX_SHEET_ROWS = env.int("DOCUMENTS_MAX_SHEET_ROWS", default=5000)  # rows read per sheet
+DOCUMENTS_MAX_UNZIPPED_BYTES = env.int("DOCUMENTS_MAX_UNZIPPED_BYTES", default=300 * 1024 * 1024)
+DOCUMENTS_MAX_ZIP_RATIO = env.int("DOCUMENTS_MAX_ZIP_RATIO", default=200)
+DOCUMENTS_EXTRACT_SECONDS = env.int("DOCUMENTS_EXTRACT_SECONDS", default=300)  # wall clock per file
+DOCUMENTS_EXTRACT_MEMORY_BYTES = env.int("DOCUMENTS_EXTRACT_MEMORY_BYTES", default=2 * 1024**3)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
