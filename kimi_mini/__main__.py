@@ -58,7 +58,20 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=36, help="held-out questions per variant")
     p.add_argument("--out", default="var/kimi-mini/eval.json")
     p.add_argument("--fallback-tools", action="store_true")
+    p.add_argument(
+        "--set",
+        choices=["hand", "template"],
+        default="template",
+        help="hand: the hand-written set (eval/hand.jsonl, corpus in Postgres); template: held-out templates",
+    )
+    p.add_argument("--base", action="store_true", help="hand set: also score the base SmolLM2 (no tools)")
+    p.add_argument("--variants", default="", help="comma-separated subset of int4-qat,bf16,int4-rtn-no-qat")
+    p.add_argument("--category", action="append", help="hand set: only these categories")
+    p.add_argument("--limit", type=int, default=0, help="hand set: only the first N items")
 
+    sub.add_parser(
+        "distill-chat", help="the base SmolLM2's own answers to everyday prompts → chat_distill.jsonl"
+    )
     sub.add_parser(
         "seed-corpus", help="load the fictional corpus into kimiweb's corpus app for the chat's local search"
     )
@@ -107,7 +120,20 @@ def main(argv=None) -> int:
         variants = [("int4-qat", qat, True), ("bf16", qat, False)]
         if Path(args.no_qat_artifact).exists():
             variants.append(("int4-rtn-no-qat", Path(args.no_qat_artifact), True))
-        evaluate_cli(variants, args.n, Path(args.out), args.fallback_tools, engine=not args.torch)
+        if args.variants:
+            keep = args.variants.split(",")
+            variants = [v for v in variants if v[0] in keep]
+        if args.set == "hand":
+            from .hand_eval import hand_cli, table
+
+            out = Path(args.out if args.out != "var/kimi-mini/eval.json" else "var/kimi-mini/eval-hand.json")
+            print(table(hand_cli(variants, out, args.base, args.category, args.limit)))
+        else:
+            evaluate_cli(variants, args.n, Path(args.out), args.fallback_tools, engine=not args.torch)
+    elif args.command == "distill-chat":
+        from .phrasing import CHAT_DISTILL, distill_chat
+
+        print(f"kept {distill_chat()} answers in {CHAT_DISTILL}")
     elif args.command == "seed-corpus":
         from .data import build_corpus
         from .tools import seed_corpus
