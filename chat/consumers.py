@@ -1,11 +1,13 @@
 """The conversation socket: owner-only; sends messages, stops turns, and streams turns as htmx fragments.
 
-Client → server JSON: `{"action": "send", "text": ..., "thinking": bool}`, `{"action": "stop"}`,
+Client → server JSON: `{"action": "send", "text": ..., "thinking": bool, "files": [uuid, ...]}`, `{"action": "stop"}`,
 `{"action": "resume", "turn": uuid, "after": seq}` (sent on every (re)connect; one without `turn`
 when nothing is running). Server → client: HTML of htmx out-of-band swaps, at most one frame per
 FRAME_S per socket. Delivery is exactly-once and in order per turn: a resume replays the stream from
 the client's last seq, live events at or below what this socket already sent are dropped, and a gap
 (an event the channel layer lost) is filled from the stream before the newer event is applied.
+The socket also joins its user's files group and shows each `file.status` (extraction progress) on
+the file's chips.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from agent.stream import StreamEvent, decode
+from documents import services as documents
+from documents import ui as documents_ui
 
 from . import redis as chat_redis
 from . import services
@@ -55,12 +59,16 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.dirty: set[str] = set()
         self.last_flush = 0.0
         self.flush_handle: asyncio.TimerHandle | None = None
+        self.files_group = documents.owner_group(user.pk)
+        self.cite = await database_sync_to_async(documents_ui.citations_for)(self.conversation)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.files_group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(self.files_group, self.channel_name)
         if getattr(self, "flush_handle", None):
             self.flush_handle.cancel()
 
@@ -100,9 +108,14 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if not form.is_valid():
             self._error(first_error(form))
             return
+        files = content.get("files") or []
+        files = [files] if isinstance(files, str) else files
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            self._error("That message could not be read (its files are not a list); reload the page.")
+            return
         try:
             turn = await database_sync_to_async(self._start_turn)(
-                form.cleaned_data["text"], form.cleaned_data["thinking"]
+                form.cleaned_data["text"], form.cleaned_data["thinking"], files
             )
         except services.ChatError as exc:
             self._error(exc.message)
@@ -113,9 +126,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self._error("")
         await self.channel_layer.group_send(self.group, {"type": "turn.created", "turn": projection.uuid})
 
-    def _start_turn(self, text, thinking):
+    def _start_turn(self, text, thinking, files=()):
         client_ip = (self.scope.get("client") or [None])[0]
-        turn = services.start_turn(self.user, self.conversation, text, thinking, client_ip=client_ip)
+        turn = services.start_turn(
+            self.user, self.conversation, text, thinking, client_ip=client_ip, files=files
+        )
+        self.cite = documents_ui.citations_for(self.conversation)
         pref = services.preferences(self.user)
         if pref.long_thinking != thinking:
             pref.long_thinking = thinking
@@ -142,6 +158,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             log.info("stream of turn %s starts at seq %d; rebuilding from Postgres", turn_uuid, events[0].seq)
             projection = await database_sync_to_async(project_from_db)(turn)
             projection.extra_context = {"csrf_token": self.csrf_token}
+            projection.cite = self.cite
             projection.seq = events[-1].seq
             self.extra.append(await database_sync_to_async(projection.render_full)())
             self.turns[turn_uuid] = projection
@@ -151,6 +168,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 # The stream is gone: show the checkpointed turn whole, from Postgres.
                 projection = await database_sync_to_async(project_from_db)(turn)
                 projection.extra_context = {"csrf_token": self.csrf_token}
+                projection.cite = self.cite
                 projection.seq = max(projection.seq, after)
                 self.extra.append(await database_sync_to_async(projection.render_full)())
             else:
@@ -183,6 +201,18 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         for item in events:
             await self._live(item)
+        await self._flush_soon()
+
+    async def file_status(self, message):
+        """Extraction of one of the user's files moved on (documents.services.notify): its chips'
+        status lines show it, in this page's composer and messages alike."""
+        status = {key: message.get(key) for key in ("uuid", "status", "parts_done", "parts_total", "error")}
+        status["final"] = status["status"] in documents_ui.FINAL
+        self.extra.append(
+            render_to_string("documents/partials/file_status.html", {"f": status, "oob": True, "poll": True})
+        )
+        if status["status"] == "ready":
+            self.cite = await database_sync_to_async(documents_ui.citations_for)(self.conversation)
         await self._flush_soon()
 
     async def turn_created(self, message):
@@ -251,6 +281,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     def _projection(self, turn_uuid: str, **kwargs) -> TurnProjection:
         projection = TurnProjection(turn_uuid, **kwargs)
         projection.extra_context = {"csrf_token": self.csrf_token}
+        projection.cite = self.cite
         return projection
 
     # -- database -----------------------------------------------------------------------------
@@ -279,6 +310,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 "p": projection,
                 "conversation": self.conversation,
                 "csrf_token": self.csrf_token,
+                "uploads": documents_ui.turn_uploads(turn),
             },
         )
         return f'<div hx-swap-oob="beforeend:#thread">{html}</div><div id="empty-state" hidden></div>'
