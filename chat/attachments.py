@@ -57,9 +57,13 @@ class AttachmentSink:
         return stored_file(attachment)
 
 
+INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf")
+
+
 def serve(attachment: Attachment) -> FileResponse:
-    """The file's bytes: images inline, anything else as a download; never sniffed, never run."""
-    inline = attachment.is_image
+    """The file's bytes: images and PDFs inline (a PDF opens in the browser's viewer, at `#page=N`),
+    anything else as a download; never sniffed, never run (HTML and SVG are always downloads)."""
+    inline = attachment.content_type in INLINE_TYPES
     response = FileResponse(
         attachment.file.open("rb"),
         as_attachment=not inline,

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from agent.events import TurnFinished
 from agent.stream import live_message, request_cancel
+from documents import services as documents
 
 from . import redis as chat_redis
 from .models import Conversation, Message, Turn, UserPreference
@@ -145,14 +146,21 @@ def rerun_turn(turn: Turn) -> Turn:
     return new_turn
 
 
-def start_turn(user, conversation, text: str, thinking: bool, client_ip: str | None = None) -> Turn:
-    """Store the user's message and a queued turn in one transaction; enqueue the turn on commit."""
+def start_turn(user, conversation, text: str, thinking: bool, client_ip: str | None = None, files=()) -> Turn:
+    """Store the user's message and a queued turn in one transaction, with the user's files (uuids)
+    attached to it; enqueue the turn on commit. A file that is not the user's refuses the whole message."""
     text = check_message(text)
     if active_turn(conversation) is not None:
         raise TurnInProgress("An answer is still being written; wait for it or stop it first.")
     check_rate_limit(user, client_ip)
-    with transaction.atomic():
-        return _create_turn(conversation, text, thinking)
+    try:
+        with transaction.atomic():
+            turn = _create_turn(conversation, text, thinking)
+            if files:
+                documents.attach(user, files, conversation, turn=turn)
+            return turn
+    except documents.UploadRefused as exc:
+        raise ChatError(exc.message) from exc
 
 
 def last_exchange(conversation) -> tuple[Message | None, Turn | None]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+
+from documents import ui as documents_ui
 
 from . import attachments, services
 from .forms import MessageForm, PreferenceForm, RenameForm, first_error
@@ -44,7 +47,13 @@ def _sidebar(request, current=None) -> dict:
 
 def _page_context(request, conversation=None, **extra) -> dict:
     pref = services.preferences(request.user)
-    return {"sidebar": _sidebar(request, conversation), "pref": pref, "conversation": conversation, **extra}
+    return {
+        "sidebar": _sidebar(request, conversation),
+        "pref": pref,
+        "conversation": conversation,
+        "upload_max_bytes": settings.DOCUMENTS_MAX_FILE_BYTES,
+        **extra,
+    }
 
 
 def _projection(turn: Turn | None) -> TurnProjection | None:
@@ -56,11 +65,18 @@ def _projection(turn: Turn | None) -> TurnProjection | None:
     return TurnProjection(str(turn.uuid), started=turn.started, status=turn.status)
 
 
-def _exchanges(conversation):
+def _exchanges(conversation, share_token: str | None = None, share_files: bool = True):
+    """The visible thread, each answer linking its citations of the conversation's files and each
+    question showing the files it carried (on a share, links only when its files are shared)."""
+    cite = documents_ui.citations_for(conversation, share_token=share_token, links=share_files)
     exchanges = services.thread(conversation)
     for ex in exchanges:
         ex.p = _projection(ex.turn)
+        ex.uploads = documents_ui.turn_uploads(ex.turn, share_token=share_token, links=share_files)
         ex.earlier_views = [(m, project_from_db(t) if t is not None else None) for m, t in ex.earlier]
+        for projection in [ex.p] + [op for _, op in ex.earlier_views]:
+            if projection is not None:
+                projection.cite = cite
     return exchanges
 
 
@@ -88,6 +104,7 @@ def new_conversation(request):
             form.cleaned_data["text"],
             form.cleaned_data["thinking"],
             client_ip=_client_ip(request),
+            files=request.POST.getlist("files"),
         )
     except services.ChatError as exc:
         conversation.delete()
@@ -250,7 +267,7 @@ def shared(request, token):
     cards, code, tool output or search results); `share_files` decides whether files can be downloaded.
     """
     conv = get_object_or_404(Conversation, share_token=token)
-    exchanges = _exchanges(conv)
+    exchanges = _exchanges(conv, share_token=token, share_files=conv.share_files)
     for ex in exchanges:
         ex.files = attachments.for_share(ex.p, conv)
         for _message, earlier in ex.earlier_views:

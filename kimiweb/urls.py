@@ -1,4 +1,4 @@
-"""URL routes: the admin console, accounts, health, and the chat app."""
+"""URL routes: the admin console, accounts, health, the files pages and the chat app."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -15,5 +15,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include(accounts.urlpatterns)),
     path("healthz", health.healthz, name="healthz"),
+    path("", include("documents.urls")),
     path("", include("chat.urls")),
 ]
