@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 from . import events as ev
 from .client import ContinuationRefused, ModelClient, ModelError
 from .context import estimate_tokens, fit_context
-from .tools import TOOLS, Tool, ToolContext, ToolError, ToolResult, truncate
+from .files import with_files_prompt
+from .tools import Tool, ToolContext, ToolError, ToolResult, tools_for, truncate
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,8 @@ class AgentLoop:
     ):
         self.client = client
         self.config = config or LoopConfig()
-        self.tools = TOOLS if tools is None else tools
         self.tool_context = tool_context or ToolContext()  # what the host injects (corpus, search, files)
+        self.tools = tools_for(self.tool_context) if tools is None else tools
         self._is_cancelled = is_cancelled
         self._cancel_seen = False
         self._cancel_checked = 0.0
@@ -137,6 +138,7 @@ class AgentLoop:
     def run(self, messages: list[dict], state: TurnState | None = None) -> Iterator[ev.Event]:
         """Steps until one ends the turn; the last event is always a TurnFinished."""
         state = state or TurnState()
+        with_files_prompt(messages, self.tool_context.files_library)  # names the attached files, if any
         started = time.monotonic() - state.elapsed
         seen_calls = _calls_in_turn(messages)
         yield ev.TurnStarted(thinking=self.config.thinking, model=self.client.model)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..corpus import Corpus
+from ..files import FileLibrary
 
 
 class ToolError(Exception):
@@ -59,8 +60,8 @@ class SearchSettings:
 @dataclass
 class ToolContext:
     """What a running tool may consult: a cancel flag (set on Stop), its wall-clock budget, and what the
-    host application injects: the local corpus, the search settings, where produced files go, and a key
-    for per-turn state."""
+    host application injects: the local corpus, the search settings, where produced files go, a key
+    for per-turn state, and the conversation's attached files (None when it has none)."""
 
     cancelled: threading.Event = field(default_factory=threading.Event)
     timeout: float = 30.0
@@ -69,6 +70,7 @@ class ToolContext:
     search: SearchSettings = field(default_factory=SearchSettings)
     files: FileSink | None = None
     session: str = ""  # the turn's id: tools that keep state (the python interpreter) key it by this
+    files_library: FileLibrary | None = None  # the file tools are declared only when this is set
 
 
 @dataclass
