@@ -29,6 +29,7 @@ from agent.publisher import BackgroundPublisher, EventPublisher
 from agent.stream import TurnStream, cancel_requested
 from agent.tools import TOOLS, SearchSettings, ToolContext
 from corpus.search import DocumentCorpus
+from documents.library import library_for
 
 from . import recording
 from . import redis as chat_redis
@@ -75,9 +76,14 @@ def search_settings() -> SearchSettings:
 
 
 def tool_context(turn) -> ToolContext:
-    """What this turn's tools may use: the local corpus, the search settings, a per-turn session key."""
+    """What this turn's tools may use: the local corpus, the search settings, a per-turn session key,
+    and the conversation's attached files (None without files: then no file tools are declared)."""
     return ToolContext(
-        corpus=DocumentCorpus(), search=search_settings(), files=AttachmentSink(turn), session=str(turn.uuid)
+        corpus=DocumentCorpus(),
+        search=search_settings(),
+        files=AttachmentSink(turn),
+        session=str(turn.uuid),
+        files_library=library_for(turn.conversation),
     )
 
 
