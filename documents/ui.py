@@ -45,6 +45,16 @@ def file_kind(attachment) -> str:
     return kind
 
 
+SHORT_KINDS = {"markdown": "MD", "text": "TXT"}
+
+
+def kind_label(attachment, kind: str) -> str:
+    """The chip's type badge: PDF, DOCX, XLSX, MD, TXT; source code by its extension (PY, JS)."""
+    if kind == "code" and "." in attachment.name:
+        return attachment.name.rsplit(".", 1)[-1].upper()[:6]
+    return SHORT_KINDS.get(kind, kind.upper()) or "FILE"
+
+
 def open_url(attachment, kind: str, share_token: str | None = None) -> str:
     """Where the chip's name leads: a PDF in the browser's viewer, anything else in the text view."""
     if kind == "pdf":
@@ -65,6 +75,7 @@ def chip(attachment, *, share_token: str | None = None, links: bool = True) -> d
         "name": attachment.name,
         "size": attachment.size,
         "kind": kind,
+        "label": kind_label(attachment, kind),
         "final": status["status"] in FINAL,
         "url": open_url(attachment, kind, share_token) if links else "",
     }
@@ -92,7 +103,7 @@ class CitedFile:
     )  # (index, kind, number, label)
 
 
-_NUMBERED = re.compile(r"^(?:(pp?|pages?|pg|slides?|sheet|lines?|ll?)\b\.?)?\s*(\d+)", re.I)
+_NUMBERED = re.compile(r"^(?:(pp?|pages?|pg|slides?|sheet|lines?|ll?|rows?)\b\.?)?\s*(\d+)", re.I)
 _PREFIX = re.compile(r"^(?:§+|section|sec\.|sheet|heading)\s*", re.I)
 _RANGE = re.compile(r"(\d+)\s*[-–]\s*(\d+)")
 

@@ -61,6 +61,10 @@ def _wants_fragment(request) -> bool:
     )
 
 
+def _extension(name: str) -> str:
+    return name.rsplit(".", 1)[-1].upper()[:6] if "." in name else "FILE"
+
+
 def _refusal_status(uploaded) -> int:
     return 413 if uploaded.size > settings.DOCUMENTS_MAX_FILE_BYTES else 400
 
@@ -97,7 +101,16 @@ def _upload_answer(request, stored, refused):
         ) + "".join(
             render_to_string(
                 "documents/partials/chip.html",
-                {"f": {"name": name, "status": "failed", "error": message, "final": True}, "composer": True},
+                {
+                    "f": {
+                        "name": name,
+                        "label": _extension(name),
+                        "status": "failed",
+                        "error": message,
+                        "final": True,
+                    },
+                    "composer": True,
+                },
             )
             for name, message, _ in refused
         )
