@@ -64,3 +64,21 @@ def xlsx_bytes(sheets: dict[str, list[list]]) -> bytes:
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()
+
+
+def encrypted_pdf_bytes(text: str = "secret", password: str = "hunter2") -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(io.BytesIO(pdf_bytes([text]))).pages:
+        writer.add_page(page)
+    writer.encrypt(user_password=password, owner_password=password, algorithm="AES-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def long_pdf_bytes(pages: int) -> bytes:
+    return pdf_bytes(
+        [f"Page {n} of the long report.\nThe code word of page {n} is word{n}x." for n in range(1, pages + 1)]
+    )
