@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -29,6 +29,31 @@ from .models import Attachment, Message, Step, ToolCall, Turn
 log = logging.getLogger(__name__)
 
 TOOL_CUT_OFF = "the worker stopped while this tool ran"
+
+# What a lost or refused connection raises (Postgres restarting, or our backend terminated).
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+
+def retrying(write, what: str, retry_seconds: float, *, sleep=time.sleep):
+    """Run `write()` (one write, or one transaction), retrying with backoff (0.1 s doubling to 2 s)
+    while the database is unreachable, for up to `retry_seconds`; then the error is raised. Each
+    retry starts on a fresh connection; a write that failed rolled back whole, so none is half done."""
+    started, delay, attempts = time.monotonic(), 0.1, 0
+    while True:
+        try:
+            return write()
+        except CONNECTION_ERRORS as exc:
+            attempts += 1
+            if connection.in_atomic_block or time.monotonic() - started + delay > retry_seconds:
+                raise
+            if attempts == 1 or attempts % 10 == 0:
+                log.warning("%s: the database is unreachable (%s); retrying", what, str(exc).strip())
+            try:
+                connection.close()
+            except DatabaseError:
+                pass
+            sleep(delay)
+            delay = min(2.0, delay * 2)
 
 
 @dataclass
@@ -215,9 +240,10 @@ class TurnRecorder:
     connection) at most `checkpoint_every` seconds after they were recorded, also when no delta
     follows; `close()` stops it."""
 
-    def __init__(self, turn: Turn, checkpoint_every: float = 1.0):
+    def __init__(self, turn: Turn, checkpoint_every: float = 1.0, db_retry_seconds: float = 60.0):
         self.turn = turn
         self.checkpoint_every = checkpoint_every
+        self.db_retry_seconds = db_retry_seconds
         self.step: Step | None = None
         self.reasoning: list[str] = []
         self.content: list[str] = []
@@ -235,6 +261,11 @@ class TurnRecorder:
             self.reasoning, self.content, self.calls = [self.step.reasoning], [self.step.content], {}
 
     def record(self, event: ev.Event) -> None:
+        """Write what `event` means; while the database is unreachable the write is retried (see
+        `retrying`), so the loop waits rather than losing the step."""
+        retrying(lambda: self._record(event), f"turn {self.turn.id}: {event.type}", self.db_retry_seconds)
+
+    def _record(self, event: ev.Event) -> None:
         match event:
             case ev.StepStarted():
                 self._step_started(event)
@@ -260,7 +291,7 @@ class TurnRecorder:
         self._checkpoint()
 
     def _step_started(self, event: ev.StepStarted) -> None:
-        step = Step.objects.create(turn=self.turn, index=event.index)
+        step, _ = Step.objects.get_or_create(turn=self.turn, index=event.index)
         with self._lock:
             self.step = step
             self.reasoning, self.content, self.calls = [], [], {}
@@ -279,6 +310,7 @@ class TurnRecorder:
         self._wake.set()
 
     def _run_timer(self) -> None:
+        failures = 0
         try:
             while not self._closed:
                 due = self._due
@@ -292,7 +324,17 @@ class TurnRecorder:
                     self._wake.wait(wait)
                     self._wake.clear()
                     continue
-                self._checkpoint()
+                try:
+                    self._checkpoint()
+                    failures = 0
+                except CONNECTION_ERRORS as exc:  # the database is away: try again shortly
+                    failures += 1
+                    if failures == 1 or failures % 20 == 0:
+                        log.warning(
+                            "turn %s: checkpoint failed (%s); retrying", self.turn.id, str(exc).strip()
+                        )
+                    connection.close()
+                    self._wake.wait(0.5)
         finally:
             connection.close()  # this thread's own connection
 
@@ -300,18 +342,16 @@ class TurnRecorder:
         with self._lock:
             if self._due is None or self.step is None:
                 return
-            self._due = None
             Step.objects.filter(id=self.step.id, finished__isnull=True).update(
                 reasoning="".join(self.reasoning), content="".join(self.content)
             )
+            self._due = None
 
     def _tool_running(self, event: ev.ToolCallRunning) -> None:
-        self.calls[event.call_id] = ToolCall.objects.create(
+        self.calls[event.call_id], _ = ToolCall.objects.get_or_create(
             step=self.step,
-            index=len(self.calls),
             call_id=event.call_id,
-            name=event.name,
-            arguments=event.arguments,
+            defaults=dict(index=len(self.calls), name=event.name, arguments=event.arguments),
         )
 
     def _tool_finished(self, event: ev.ToolCallFinished) -> None:
@@ -337,18 +377,19 @@ class TurnRecorder:
         now = timezone.now()
         with self._lock:
             self._due = None
-        Step.objects.filter(id=self.step.id).update(
-            reasoning="".join(self.reasoning),
-            content="".join(self.content),
-            finish_reason=event.finish_reason,
-            usage=event.usage,
-            finished=now,
-        )
-        Turn.objects.filter(id=self.turn.id).update(
-            steps=event.index + 1,
-            tokens_in=F("tokens_in") + event.usage.get("prompt_tokens", 0),
-            tokens_out=F("tokens_out") + event.usage.get("completion_tokens", 0),
-        )
+        with transaction.atomic():  # the step and the turn's count together, or neither
+            Step.objects.filter(id=self.step.id).update(
+                reasoning="".join(self.reasoning),
+                content="".join(self.content),
+                finish_reason=event.finish_reason,
+                usage=event.usage,
+                finished=now,
+            )
+            Turn.objects.filter(id=self.turn.id).update(
+                steps=event.index + 1,
+                tokens_in=F("tokens_in") + event.usage.get("prompt_tokens", 0),
+                tokens_out=F("tokens_out") + event.usage.get("completion_tokens", 0),
+            )
 
     def _turn_finished(self, event: ev.TurnFinished) -> None:
         with transaction.atomic():

@@ -112,7 +112,14 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.lease / 3):
-                if not recording.renew_lease(self.turn_id, self.owner, self.lease):
+                try:
+                    renewed = recording.renew_lease(self.turn_id, self.owner, self.lease)
+                except recording.CONNECTION_ERRORS as exc:
+                    # Postgres is away: nobody can take the turn meanwhile; renew when it is back.
+                    log.warning("turn %s: lease not renewed, database unreachable (%s)", self.turn_id, exc)
+                    connection.close()
+                    continue
+                if not renewed:
                     log.warning("turn %s: lease lost to another worker; stopping here", self.turn_id)
                     self.lost.set()
                     return
@@ -157,7 +164,7 @@ def execute_turn(
     messages, state = recording.build_transcript(turn)
     if not turn.model:
         recording.set_model(turn, client.model)
-    recorder = recording.TurnRecorder(turn, checkpoint_every)
+    recorder = recording.TurnRecorder(turn, checkpoint_every, settings.AGENT_DB_RETRY_SECONDS)
     if state.partial is not None:
         recorder.continue_step(state.step)
     if resumed:
@@ -188,7 +195,7 @@ def execute_turn(
             final = TurnFinished(
                 status="failed", error=f"The agent crashed: {exc.__class__.__name__}. It has been logged."
             )
-            recording.TurnRecorder(turn).record(final)
+            recording.TurnRecorder(turn, db_retry_seconds=settings.AGENT_DB_RETRY_SECONDS).record(final)
             publisher.publish(final)
             finished = True
     finally:

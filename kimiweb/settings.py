@@ -220,10 +220,14 @@ AGENT_MAX_TURN_TOKENS = env.int("AGENT_MAX_TURN_TOKENS", default=2_000_000)
 AGENT_MAX_TURN_SECONDS = env.int("AGENT_MAX_TURN_SECONDS", default=3600)
 AGENT_CONTEXT_TOKENS = env.int("AGENT_CONTEXT_TOKENS", default=32768)
 AGENT_TOOL_RESULT_CHARS = env.int("AGENT_TOOL_RESULT_CHARS", default=8000)
-# A worker renews its lease on a running turn every third of this; a turn whose lease lapses is
-# resumed by another worker. Each turn's event stream keeps at most this many entries and expires
-# this long after the turn ends.
-AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=60)
+# How long a worker's claim on a running turn lasts unless renewed: its heartbeat renews it every
+# third of this, so a dead worker's turn is taken over (and continued) this long after its last
+# renewal at most - the task is redelivered at once and waits out the rest of the lease.
+AGENT_LEASE_SECONDS = env.int("AGENT_LEASE_SECONDS", default=4)
+# How long a worker retries a turn's writes (with backoff) while Postgres is unreachable before the
+# turn fails; the loop waits meanwhile, so a restart shorter than this loses nothing.
+AGENT_DB_RETRY_SECONDS = env.int("AGENT_DB_RETRY_SECONDS", default=60)
+# Each turn's event stream keeps at most this many entries and expires this long after the turn ends.
 AGENT_EVENTS_MAXLEN = env.int("AGENT_EVENTS_MAXLEN", default=stream.EVENTS_MAXLEN)
 AGENT_EVENTS_TTL = env.int("AGENT_EVENTS_TTL", default=stream.EVENTS_TTL)
 # A worker that dies while others keep running leaves its turn's lease to lapse; this sweep (run by

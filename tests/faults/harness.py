@@ -84,7 +84,7 @@ class FaultStack:
         procfile.write_text("".join(f"{name}: {lines[name]}\n" for name in programs))
         self.log_path = tmp / "stack.log"
         self._log = self.log_path.open("wb")
-        defaults = {"LLM_BASE_URL": self.llm_url, "AGENT_LEASE_SECONDS": "5", "LLM_RETRY_SECONDS": "30"}
+        defaults = {"LLM_BASE_URL": self.llm_url, "LLM_RETRY_SECONDS": "30"}
         environment = stack_env(**{**defaults, **env})
         command = [py, "-m", "devstack.supervisor", "--procfile", str(procfile)]
         self.proc = subprocess.Popen(

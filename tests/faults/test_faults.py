@@ -19,12 +19,16 @@ from harness import (
     alive,
     assert_no_duplicates,
     assert_nothing_received_is_lost,
+    tokens,
     wait_dead,
 )
 from model_server import ANSWER, REASONING
 
 from agent.client import WAITING
-from chat.models import Conversation, Turn
+from agent.events import ReasoningDelta, StepStarted
+from chat import redis as chat_redis
+from chat.models import Conversation, Step, Turn
+from chat.tasks import RESUMING
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.django_db(transaction=True)]
 
@@ -208,20 +212,39 @@ def test_redis_sigkill_and_restart_mid_turn_the_turn_finishes_and_nothing_seen_i
     assert_stack_back_and_ctrl_c_clean(s)
 
 
-def test_worker_pool_child_sigkill_the_turn_is_resumed_and_nothing_seen_is_lost(stack, chat):
+def test_worker_pool_child_sigkill_mid_thinking_the_step_is_continued_each_character_once(stack, chat):
     s = stack()
     watcher, turn = start_turn(s, chat)
+    time.sleep(1.3)  # thinking for over a second (the whole thinking takes ~3.6 s)
     turn.refresh_from_db()
-    # The pool child that runs the turn: the worker's child whose pid the lease owner names, or the
-    # busy one (the other pool child and beat are idle).
+    # The pool child that runs the turn: the busy one (the other pool child and beat are idle).
     children = psutil.Process(s.pid("worker")).children()
     busy = max(children, key=lambda p: p.cpu_times().user + p.cpu_times().system)
     os.kill(busy.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    # A checkpoint trails what was published by at most a second: what the page had a second before
+    # the kill is in Postgres (and the rest is in the stream, which the resume writes back).
+    early = "".join(frame for at, frame in watcher.frames if at <= killed - 1.0)
+    step = Step.objects.get(turn=turn, index=0)
+    assert step.finished is None, "the kill came after the step (make the model slower)"
+    missing = set(tokens(early)) - set(tokens(step.reasoning))
+    assert tokens(early) and not missing, f"seen before the kill, not checkpointed: {sorted(missing)[:20]}"
+    # (c) the page hears of the restart within 5 s of the kill: the task is redelivered at once and
+    # takes the turn over when the lease (AGENT_LEASE_SECONDS, 4 s from the last renewal) lapses.
+    watcher.wait_for(RESUMING, timeout=15)
+    resumed_after = watcher.first_after(RESUMING, killed) - killed
+    assert resumed_after < 5.0, f"the page heard of the restart {resumed_after:.1f} s after the kill"
     turn = wait_turn_over(turn, timeout=150)
     assert turn.status == "done"  # (d)
     watcher.wait_for(r'data-status="done"', timeout=30)
     assert_nothing_received_is_lost(watcher.received(), turn)  # (a)
     assert_no_duplicates(page(s, chat), turn.uuid)  # (b)
+    # The continued step is the uninterrupted run's step, and the stream shows each character once.
+    assert list(turn.step_rows.values_list("index", "reasoning")) == [(0, REASONING)]
     assert turn.answer.content.strip() == ANSWER
+    events = [e.event for e in chat_redis.turn_stream(turn.uuid).read()]
+    assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == REASONING
+    assert [e.index for e in events if isinstance(e, StepStarted)] == [0]
     watcher.close()
     assert_stack_back_and_ctrl_c_clean(s)
+    print(f"resume notice {resumed_after:.1f} s after the kill")
