@@ -6,12 +6,14 @@ and /healthz 200, (f) nothing of the stack left after Ctrl-C. Real processes on 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
 import httpx
 import psutil
 import pytest
+from django.db import connection
 from django.test import Client
 from harness import (
     FaultStack,
@@ -248,3 +250,35 @@ def test_worker_pool_child_sigkill_mid_thinking_the_step_is_continued_each_chara
     watcher.close()
     assert_stack_back_and_ctrl_c_clean(s)
     print(f"resume notice {resumed_after:.1f} s after the kill")
+
+
+def terminate_other_backends() -> int:
+    """pg_terminate_backend on every connection to this run's database but the test's own."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_postgres_terminating_the_workers_connections_mid_turn_loses_nothing(stack, chat):
+    s = stack()
+    watcher, turn = start_turn(s, chat)
+    terminated = terminate_other_backends()  # mid-thinking: the checkpoint and the heartbeat hit it
+    time.sleep(1.5)
+    terminated += terminate_other_backends()
+    assert terminated >= 1, "the worker had no connection to terminate"
+    turn = wait_turn_over(turn, timeout=120)
+    assert turn.status == "done", turn.error  # (d)
+    log = s.text()
+    assert re.search(r"unreachable|checkpoint failed", log), "the worker never met the terminated connection"
+    watcher.wait_for(r'data-status="done"', timeout=30)
+    assert_nothing_received_is_lost(watcher.received(), turn)  # (a)
+    assert_no_duplicates(page(s, chat), turn.uuid)  # (b): the web side reconnects too
+    assert list(turn.step_rows.values_list("index", "reasoning")) == [(0, REASONING)]
+    assert turn.answer.content.strip() == ANSWER
+    events = [e.event for e in chat_redis.turn_stream(turn.uuid).read()]
+    assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == REASONING
+    watcher.close()
+    assert_stack_back_and_ctrl_c_clean(s)
