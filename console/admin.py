@@ -566,3 +566,108 @@ class DocumentAdmin(admin.ModelAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/corpus/document/import.html", context)
+
+
+# --- users' files ------------------------------------------------------------------------------------
+
+
+class FileStatusFilter(admin.SimpleListFilter):
+    title = "extraction"
+    parameter_name = "extraction"
+
+    def lookups(self, request, model_admin):
+        return [(s, s) for s in ("queued", "reading", "ready", "failed")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(text__status=self.value()) if self.value() else queryset
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    """Every user's files (uploads and the files tools made): size, extraction status and its error.
+    Deleting a row deletes its bytes, its extracted text and its links to conversations."""
+
+    class Media:
+        css = {"all": (ADMIN_CSS,)}
+
+    list_display = (
+        "name",
+        "owner",
+        "origin",
+        "size_display",
+        "status",
+        "parts",
+        "conversation_link",
+        "created",
+    )
+    list_select_related = ("owner", "text", "conversation")
+    list_filter = ("origin", FileStatusFilter, ("owner", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("name", "owner__username", "uuid")
+    date_hierarchy = "created"
+    fields = (
+        "uuid",
+        "name",
+        "owner",
+        "origin",
+        "content_type",
+        "size_display",
+        "status",
+        "error",
+        "parts",
+        "extractor",
+        "conversation_link",
+        "created",
+    )
+    readonly_fields = fields
+    change_list_template = "admin/chat/attachment/change_list.html"
+    list_per_page = 100
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="size", ordering="size")
+    def size_display(self, attachment):
+        size = attachment.size
+        if size >= 1 << 20:
+            return f"{size / (1 << 20):.1f} MB"
+        return f"{size / 1024:.1f} KB" if size >= 1024 else f"{size} B"
+
+    def _text(self, attachment):
+        try:
+            return attachment.text
+        except Exception:  # tool files have no extracted text
+            return None
+
+    @admin.display(description="status", ordering="text__status")
+    def status(self, attachment):
+        text = self._text(attachment)
+        return text.status if text else "—"
+
+    @admin.display(description="error")
+    def error(self, attachment):
+        text = self._text(attachment)
+        return text.error if text else ""
+
+    @admin.display(description="parts")
+    def parts(self, attachment):
+        text = self._text(attachment)
+        return f"{text.parts_done}/{text.parts_total}" if text else "—"
+
+    @admin.display(description="extractor")
+    def extractor(self, attachment):
+        text = self._text(attachment)
+        return text.extractor if text else ""
+
+    @admin.display(description="conversation")
+    def conversation_link(self, attachment):
+        if attachment.conversation_id is None:
+            return "(library)"
+        url = reverse("admin:chat_conversation_change", args=[attachment.conversation_id])
+        return format_html('<a href="{}">{}</a>', url, attachment.conversation)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "files_by_owner": selectors.files_by_owner()}
+        return super().changelist_view(request, extra_context)

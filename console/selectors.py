@@ -317,3 +317,21 @@ def build_dashboard(days: int = 30, now: dt.datetime | None = None) -> Dashboard
     return Dashboard(
         days=days, since=since, per_day=per_day, tools=tools, totals=totals, recent_failures=recent_failures
     )
+
+
+# --- uploaded files ------------------------------------------------------------------------------
+
+
+def files_by_owner(limit: int = 50) -> list[dict]:
+    """Per user: how many files they uploaded, their bytes, and how many are ready or failed."""
+    return list(
+        Attachment.objects.filter(origin=Attachment.Origin.UPLOAD)
+        .values("owner__username")
+        .annotate(
+            files=Count("id"),
+            bytes=Coalesce(Sum("size"), 0),
+            ready=Count("id", filter=Q(text__status="ready")),
+            failed=Count("id", filter=Q(text__status="failed")),
+        )
+        .order_by("-bytes", "owner__username")[:limit]
+    )
