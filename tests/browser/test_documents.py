@@ -192,6 +192,20 @@ def test_files_go_in_by_input_drop_and_library_are_read_and_cited_with_links_to_
             expect(chip(page, "tides.csv").locator(".file-status")).to_have_text("ready", timeout=60_000)
             csv = Attachment.objects.get(owner=user, name="tides.csv")
             assert ConversationFile.objects.filter(conversation=turn.conversation, attachment=csv).exists()
+            # Sent over the socket, the message carries it: its chip is on the question, the composer empties.
+            page.fill("#composer-text", "And the CSV?")
+            page.keyboard.press("Enter")
+            expect(page.locator("#composer-files .upload-chip")).to_have_count(0)
+            expect(page.locator(".exchange")).to_have_count(2)
+            second = Turn.objects.filter(conversation=turn.conversation).latest("created")
+            assert second != turn
+            expect(page.locator(f"#ex-{second.user_message.uuid} .msg-files .upload-chip")).to_have_text(
+                re.compile("tides.csv")
+            )
+            assert ConversationFile.objects.get(attachment=csv).turn == second
+            expect(page.locator(f"#status-{second.uuid}")).to_have_attribute(
+                "data-status", "done", timeout=60_000
+            )
 
             page.reload()  # rebuilt from Postgres: the same chips and links
             expect(page.locator(f"#ex-{turn.user_message.uuid} .msg-files .upload-chip")).to_have_count(3)
@@ -213,7 +227,9 @@ def test_files_go_in_by_input_drop_and_library_are_read_and_cited_with_links_to_
     assert not page_errors, page_errors
 
 
-def test_a_refused_file_shows_its_reason_on_its_chip_and_is_not_stored(live_url, new_page, user, page_errors):
+def test_a_refused_file_shows_its_reason_and_a_removed_upload_is_deleted(
+    live_url, new_page, user, page_errors
+):
     page = new_page()
     log_in(page, live_url, user)
     page.set_input_files(
@@ -227,4 +243,14 @@ def test_a_refused_file_shows_its_reason_on_its_chip_and_is_not_stored(live_url,
     assert not Attachment.objects.filter(owner=user).exists()
     chip(page, "report.pdf").locator(".chip-remove").click()
     expect(page.locator("#composer-files .upload-chip")).to_have_count(0)
+    # A file uploaded for a message and removed before sending is deleted, bytes and all.
+    page.set_input_files(
+        "#file-input", files=[{"name": "notes.md", "mimeType": "text/markdown", "buffer": NOTES}]
+    )
+    expect(chip(page, "notes.md").locator('input[name="files"]')).to_have_count(1)
+    notes = Attachment.objects.get(owner=user, name="notes.md")
+    with page.expect_response(f"**/files/{notes.uuid}/delete") as deleted:
+        chip(page, "notes.md").locator(".chip-remove").click()
+    assert deleted.value.status == 204
+    assert not Attachment.objects.filter(owner=user).exists()
     assert not [e for e in page_errors if "400" not in e], page_errors
