@@ -120,6 +120,7 @@ def test_files_go_in_by_input_drop_and_library_are_read_and_cited_with_links_to_
             page.click(".files-upload button[type=submit]")
             expect(page.locator(".files-table")).to_contain_text("notes.md")
             expect(page.locator(".files-table .file-status")).to_have_text("ready", timeout=60_000)
+            page.screenshot(path=f"{SHOTS}/documents-library.png")
 
             # A new chat: the PDF through the paperclip's file input, the XLSX dropped onto the composer,
             # the notes picked from the library.
@@ -185,6 +186,7 @@ def test_files_go_in_by_input_drop_and_library_are_read_and_cited_with_links_to_
             expect(target).to_contain_text("sheet Sales")
             expect(target).to_contain_text("North")
             expect(target).to_be_in_viewport()
+            text_view.screenshot(path=f"{SHOTS}/documents-text-view.png")
             text_view.close()
 
             # In the conversation (the socket's page), a pasted CSV uploads into it and gets ready.
