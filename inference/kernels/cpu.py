@@ -1,8 +1,9 @@
 """Fused MoE on CPU: tokens grouped by expert, int4 experts through the native W4A16 kernel.
 
 The native kernel (`w4a16_cpu/w4a16_cpu.cpp`, built at setup) reads the compressed-tensors int4 weights
-as loaded: AVX-512 BF16 dot products for one or two tokens per expert, AMX tiles for more (or, on CPUs
-without AMX, dequantized tiles through torch's bf16 GEMM). Where it is unavailable (not built, no AVX-512
+as loaded: AVX-512 BF16 dot products for few tokens per expert; from `many_token_crossover()` tokens on
+(measured per CPU, cached in var/), AMX tiles, or on CPUs without AMX 32-row blocks dequantized once into a
+thread-local buffer and multiplied by an AVX-512 BF16 GEMM. Where it is unavailable (not built, no AVX-512
 BF16, or `KIMIWEB_MOE_CPU_KERNEL=torch`), torch's `_weight_int4pack_mm_for_cpu` runs instead: it
 dequantizes inside its GEMM but its cost grows with the token count, so an expert with at least
 `DEQUANT_MIN_TOKENS` tokens is dequantized once and multiplied in bf16 (oneDNN). Activations run in bf16.
@@ -25,9 +26,8 @@ from inference.kernels.experts import DenseExperts, Experts, Int4Experts
 # dequantizing w13 + w2 ~70 ms, so they cross near 110 rows; the ratio is the same for smaller experts (all
 # scale with N*K).
 DEQUANT_MIN_TOKENS = int(os.environ.get("KIMIWEB_MOE_DEQUANT_MIN_TOKENS", "128"))
-# The same switch for the native kernel on CPUs without AMX: its dot kernel (~26 G weight-tokens/s on one
-# Sapphire Rapids core) meets dequantize + oneDNN near 8 tokens. With AMX the native kernel does not switch.
-NATIVE_DEQUANT_MIN_TOKENS = 8
+# Tokens per expert from which the native kernel leaves its dot kernel (measured per CPU, cached in var/).
+many_token_crossover = w4a16_cpu.many_token_crossover
 
 
 def fused_moe_cpu(
@@ -54,7 +54,7 @@ def fused_moe_cpu(
                 w2.group_size,
                 topk_ids,
                 topk_weights,
-                NATIVE_DEQUANT_MIN_TOKENS,
+                many_token_crossover(),
             )
             return out.to(hidden.dtype)
     # Group (token, weight) pairs by expert in Python: cheaper than tensor ops for decode-sized batches.

@@ -2,6 +2,7 @@
 awkward routings: all tokens to one expert, experts with no tokens, one token, odd token counts; and each
 kernel of the native W4A16 extension on its own."""
 
+import json
 import logging
 
 import pytest
@@ -206,18 +207,14 @@ def test_missing_build_falls_back_to_torch_with_a_log_line(monkeypatch, tmp_path
 KERNELS = {
     "dot": (lambda ext, x, p, s, g: ext.w4a16_dot(x, p, s, g), NATIVE_DOT_REL_ERR),
     "amx": (lambda ext, x, p, s, g: ext.w4a16_amx(x, p, s, g), NATIVE_BF16_WEIGHTS_REL_ERR),
-    # A 4 KiB tile makes several tiles even at these sizes.
-    "dequant_mm": (
-        lambda ext, x, p, s, g: ext.w4a16_dequant_mm(x, p, s, g, 4096),
-        NATIVE_BF16_WEIGHTS_REL_ERR,
-    ),
+    "tile": (lambda ext, x, p, s, g: ext.w4a16_tile(x, p, s, g), NATIVE_BF16_WEIGHTS_REL_ERR),
     "linear": (lambda ext, x, p, s, g: ext.w4a16_linear(x, p, s, g, 8), NATIVE_BF16_WEIGHTS_REL_ERR),
 }
 
 
-# N = 40 and 17: not a multiple of the 16-row tile nor of the 4-row block. K = 96: ends on half a 64-element
-# chunk. Tokens: 1, odd, past the 4 per weight load of the dot kernel, past one 16-token tile and past the
-# 4 tiles an AMX pass holds.
+# N = 40 and 17: not a multiple of the 16-row tile, the 32-row block nor the 4-row block. K = 96: ends on half
+# a 64-element chunk and on 12 of the tile kernel's 16 words. Tokens: 1, odd, past the 4 per weight load of
+# the dot kernel, past the tile kernel's 12 per pass, past one 16-token AMX tile and the 4 an AMX pass holds.
 @pytest.mark.parametrize("kernel", list(KERNELS))
 @pytest.mark.parametrize("n, k, group_size", [(40, 96, 32), (17, 256, 32), (40, 192, 64), (40, 256, 128)])
 @pytest.mark.parametrize("c", [1, 3, 5, 17, 70])
@@ -251,3 +248,81 @@ def test_native_kernel_refuses_mismatched_shapes(native):
         native.w4a16_linear(
             torch.randn(2, 64).to(torch.bfloat16), experts.weight_packed[0], experts.weight_scale[0], 32, 8
         )
+
+
+# Full-width rows of Kimi K2 (K = 7168) and Moonlight (K = 1408) experts, a few rows of each; token counts
+# around the tile kernel's 12 per pass and a many-token one.
+@pytest.mark.parametrize("n, k", [(48, 7168), (40, 1408), (24, 2048)])
+@pytest.mark.parametrize("c", [4, 12, 25, 64])
+def test_tile_kernel_matches_the_dequantized_product_at_model_widths(native, n, k, c):
+    experts = Int4Experts.quantize(torch.randn(1, n, k) * 0.05, 32)
+    x = torch.randn(c, k).to(torch.bfloat16)
+    y = native.w4a16_tile(x, experts.weight_packed[0], experts.weight_scale[0], 32)
+    # The weights it multiplies are the bf16 baseline's: the same product in fp32 differs only by summation order.
+    dense = experts.dequantize(torch.bfloat16, expert=0).float()
+    assert _rel_err(y, x.float() @ dense.t()) < NATIVE_DOT_REL_ERR
+    assert (
+        _rel_err(y, x.float() @ experts.dequantize(torch.float32, expert=0).t()) < NATIVE_BF16_WEIGHTS_REL_ERR
+    )
+
+
+@pytest.mark.parametrize("crossover", ["1", "100000"])
+@pytest.mark.parametrize("m", [1, 5, 40])
+def test_moe_on_each_side_of_the_crossover_matches_reference(native, monkeypatch, crossover, m):
+    monkeypatch.setenv(w4a16_cpu.CROSSOVER_ENV, crossover)  # every expert on the many-token path, or none
+    w4a16_cpu.many_token_crossover.cache_clear()
+    try:
+        assert cpu.many_token_crossover() == int(crossover)
+        w13, w2 = _moe(hidden=256, inter=128)
+        weights, ids = _route(m, 8, 2, seed=m)
+        hidden = torch.randn(m, 256, dtype=torch.bfloat16)
+        ref = fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="reference")
+        assert _rel_err(fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"), ref) < CPU_REL_ERR
+    finally:
+        monkeypatch.undo()
+        w4a16_cpu.many_token_crossover.cache_clear()
+
+
+@pytest.fixture
+def crossover_file(monkeypatch, tmp_path):
+    """The crossover cached in a fresh file, measured on small weights (they need not leave the caches here)."""
+    monkeypatch.delenv(w4a16_cpu.CROSSOVER_ENV, raising=False)
+    monkeypatch.setattr(w4a16_cpu, "CROSSOVER_FILE", tmp_path / "crossover.json")
+    monkeypatch.setattr(w4a16_cpu, "CROSSOVER_WEIGHT_BYTES", 4 << 20)
+    monkeypatch.setattr(w4a16_cpu, "CROSSOVER_CANDIDATES", (2, 8, 32))
+    w4a16_cpu.many_token_crossover.cache_clear()
+    yield tmp_path / "crossover.json"
+    monkeypatch.undo()
+    w4a16_cpu.many_token_crossover.cache_clear()
+
+
+def test_crossover_is_measured_once_and_cached_per_cpu_and_build(native, crossover_file):
+    value = w4a16_cpu.many_token_crossover()
+    assert value in (2, 8, 32, 33)
+    cached = json.loads(crossover_file.read_text())
+    assert cached == {w4a16_cpu.crossover_key(native): value}
+    assert w4a16_cpu.build_name() in w4a16_cpu.crossover_key(native)
+    # A cached value is used as it is (5 is none of the candidates, so no measurement returns it).
+    crossover_file.write_text(json.dumps({w4a16_cpu.crossover_key(native): 5, "another CPU | build": 9}))
+    w4a16_cpu.many_token_crossover.cache_clear()
+    assert w4a16_cpu.many_token_crossover() == 5
+
+
+def test_an_unreadable_crossover_file_is_measured_again_with_a_log_line(native, crossover_file, caplog):
+    crossover_file.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger=w4a16_cpu.__name__):
+        value = w4a16_cpu.many_token_crossover()
+    assert "unreadable" in caplog.text
+    assert json.loads(crossover_file.read_text()) == {w4a16_cpu.crossover_key(native): value}
+
+
+@pytest.mark.parametrize("bad", ["eight", "0"])
+def test_a_bad_crossover_override_is_refused(monkeypatch, bad):
+    monkeypatch.setenv(w4a16_cpu.CROSSOVER_ENV, bad)
+    w4a16_cpu.many_token_crossover.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=w4a16_cpu.CROSSOVER_ENV):
+            w4a16_cpu.many_token_crossover()
+    finally:
+        monkeypatch.undo()
+        w4a16_cpu.many_token_crossover.cache_clear()

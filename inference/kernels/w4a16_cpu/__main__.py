@@ -1,9 +1,10 @@
-"""`python -m inference.kernels.w4a16_cpu [-v]`: build the native kernel (run by `make setup`/`make test`)."""
+"""`python -m inference.kernels.w4a16_cpu [-v]`: build the native kernel and measure its crossover (run by
+`make setup`/`make test`)."""
 
 import logging
 import sys
 
-from inference.kernels.w4a16_cpu import BUILD_ROOT, build, build_name, log, native
+from inference.kernels.w4a16_cpu import BUILD_ROOT, build, build_name, log, many_token_crossover, native
 
 
 def main() -> int:
@@ -16,6 +17,9 @@ def main() -> int:
         return 1
     native.cache_clear()
     log.info("W4A16 CPU kernel built: %s", BUILD_ROOT / build_name())
+    if native() is not None:
+        # Measured now, at setup, rather than on a server's first request.
+        log.info("W4A16 CPU kernel: many-token path from %d tokens per expert", many_token_crossover())
     return 0
 
 

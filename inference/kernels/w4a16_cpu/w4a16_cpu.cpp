@@ -12,10 +12,11 @@
 // lanes 0..7 of the dot-product accumulator cover elements 0..31 and lanes 8..15 elements 32..63, which lie
 // in one group each (group size >= 32), so one per-lane scale vector applies each group's scale.
 //
-// Three kernels, picked by token count in `w4a16_linear`:
-//   dot      (1-2 tokens, any AVX-512 BF16 CPU): the dot products above, up to 4 tokens per weight load.
-//   amx      (more tokens, CPUs with AMX-BF16): 16x32 weight tiles dequantized by table lookup, AMX products.
-//   dequant_mm (many tokens, no AMX): tiles of dequantized rows through torch's bf16 GEMM.
+// Three kernels, picked by token count in `w4a16_linear` (the crossover is measured per CPU):
+//   dot   (few tokens, any AVX-512 BF16 CPU): the dot products above, up to 4 tokens per weight load.
+//   amx   (more tokens, CPUs with AMX-BF16): 16x32 weight tiles dequantized by table lookup, AMX products.
+//   tile  (more tokens, no AMX): 32-row blocks dequantized once into a thread-local buffer, then an
+//         AVX-512 BF16 GEMM over all the tokens.
 // All parallelize over N with at::parallel_for (OpenMP: built with -fopenmp). `moe_w4a16` runs a whole MoE layer
 // through them.
 
@@ -29,6 +30,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <utility>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -247,62 +250,174 @@ at::Tensor w4a16_dot(const at::Tensor& x, const at::Tensor& packed, const at::Te
   return y;
 }
 
-// Rows [row0, row1) dequantized to bf16 in xperm's K order: buf[r - row0, K padded].
-W4A16_TARGET void dequant_rows(const uint8_t* w, const uint16_t* scale, int64_t k, int group_size, int64_t row0,
-                               int64_t row1, uint16_t* buf, int64_t k_padded) {
-  const int64_t chunks = k_padded / kChunk, w_stride = k / 2, s_stride = k / group_size;
-  const bool half_tail = k % kChunk != 0;
-  const __m512i low_mask = _mm512_set1_epi16(0x000F);
-  const __m512i bf16_128 = _mm512_set1_epi16(0x4300);
-  const __m512i zero = _mm512_setzero_si512();
-  // cvtne2ps packs [unpacklo dwords, unpackhi dwords]; this puts the 16-bit lanes back in their order.
+// r[i] = row i of a 16x16 dword matrix -> r[d] = column d.
+W4A16_TARGET inline void transpose16(__m512i r[16]) {
+  __m512i t0[16], t1[16];
+  for (int i = 0; i < 16; i += 2) {
+    t0[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t0[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  // t1[4g + j], 128-bit lane L: dword 4L + j of rows 4g..4g+3.
+  for (int i = 0; i < 16; i += 4) {
+    t1[i] = _mm512_unpacklo_epi64(t0[i], t0[i + 2]);
+    t1[i + 1] = _mm512_unpackhi_epi64(t0[i], t0[i + 2]);
+    t1[i + 2] = _mm512_unpacklo_epi64(t0[i + 1], t0[i + 3]);
+    t1[i + 3] = _mm512_unpackhi_epi64(t0[i + 1], t0[i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i a = _mm512_shuffle_i32x4(t1[j], t1[4 + j], 0x44), b = _mm512_shuffle_i32x4(t1[8 + j], t1[12 + j], 0x44);
+    const __m512i c = _mm512_shuffle_i32x4(t1[j], t1[4 + j], 0xEE), d = _mm512_shuffle_i32x4(t1[8 + j], t1[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_i32x4(a, b, 0x88);
+    r[4 + j] = _mm512_shuffle_i32x4(a, b, 0xDD);
+    r[8 + j] = _mm512_shuffle_i32x4(c, d, 0x88);
+    r[12 + j] = _mm512_shuffle_i32x4(c, d, 0xDD);
+  }
+}
+
+// ---- Many tokens without AMX: a dequantized weight tile in a thread-local buffer, then AVX-512 BF16 GEMM ----
+//
+// Each thread takes blocks of 32 weight rows. A block is dequantized once, over all of K, into a reused
+// thread-local buffer in the layout `vdpbf16ps` wants when output rows are the vector lanes: per 16-row half
+// and per K pair, one 64-byte vector of the 16 rows' (bf16, bf16) pairs. Then all the call's tokens run
+// against it, 12 at a time: per pair, two weight vectors, each token's x pair broadcast, 24 dot products
+// into fp32 accumulators held over all of K. Rows being lanes, a token's 16 outputs are contiguous in y and
+// any token count fills the vectors. The weights are rounded to bf16, as the bf16 baseline's dequantized
+// weights are, and pairs run in natural K order, so x is read as it is.
+
+constexpr int kTileRows = 32;    // rows per block: two vectors of 16
+constexpr int kTileTokens = 12;  // tokens per micro-kernel pass: 24 accumulators
+
+// Rows [row0, row0 + rows) (rows <= 16; missing rows are zero) of all K dequantized into
+// buf [K / 2 pairs][16 rows] dwords, natural K order: each lane one row's (k, k + 1) bf16 pair.
+//
+// 16 rows' packed words are loaded 16 at a time and transposed, so a vector holds one word (8 nibbles) of
+// each row; pair q of the word is nibbles 2q and 2q + 1, moved to bits 0-3 and 16-19 and OR-ed with 0x4300
+// in both halves: the bf16 pair (128 + n0, 128 + n1). Two dot products against (scale, 0) and (0, scale),
+// started at -136 * scale, give (n - 8) * scale for each element in fp32 (exact), rounded to bf16 like the
+// bf16 baseline's weights, and one permute interleaves them back into pairs. `scales` is [groups][16] of the
+// rows' bf16 scale bits (zero-extended), built by the caller.
+W4A16_TARGET void tile_dequant16(const uint8_t* w, int64_t w_stride, int rows, int64_t k, int group_size,
+                                 const uint32_t* scales, uint32_t* buf) {
+  const int64_t words = k / 8, steps = (words + 15) / 16;
+  const __m512i sel_lo = _mm512_set1_epi32(0x0000FFFF), nib = _mm512_set1_epi32(0x000F000F);
+  const __m512i bf16_128 = _mm512_set1_epi32(0x43004300);
+  const __m512 minus136 = _mm512_set1_ps(-136.f);
   alignas(64) int16_t order[32];
-  for (int p = 0; p < 32; ++p) order[p] = int16_t(p % 8 < 4 ? 4 * (p / 8) + p % 8 : 16 + 4 * (p / 8) + p % 8 - 4);
-  const __m512i restore = _mm512_load_si512(order);
-  for (int64_t row = row0; row < row1; ++row) {
-    const uint8_t* wr = w + row * w_stride;
-    const uint16_t* sr = scale + row * s_stride;
-    uint16_t* out = buf + (row - row0) * k_padded;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const bool half = half_tail && c == chunks - 1;
-      const __m512i v = load_chunk(wr + c * (kChunk / 2), half);
-      const __m512 s = chunk_scales(sr, c, group_size, half);
-      const __m512 s136 = _mm512_mul_ps(s, _mm512_set1_ps(136.f));  // exact: 136 * bf16 fits in fp32
-      const __m512i nibbles[2] = {_mm512_ternarylogic_epi32(v, low_mask, bf16_128, 0xEA),
-                                  _mm512_or_si512(_mm512_srli_epi16(v, 4), bf16_128)};
-      for (int h = 0; h < 2; ++h) {
-        // A zero low word makes each dword the fp32 value of the bf16 (128 + n); (128 + n) s - 136 s = (n - 8) s.
-        const __m512 a = _mm512_fmsub_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, nibbles[h])), s, s136);
-        const __m512 b = _mm512_fmsub_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, nibbles[h])), s, s136);
-        const __m512i packed = (__m512i)_mm512_cvtne2ps_pbh(b, a);
-        _mm512_storeu_si512(out + c * kChunk + 32 * h, _mm512_permutexvar_epi16(restore, packed));
+  for (int r = 0; r < 16; ++r) order[2 * r] = int16_t(r), order[2 * r + 1] = int16_t(16 + r);
+  const __m512i interleave = _mm512_load_si512(order);
+  for (int64_t st = 0; st < steps; ++st) {
+    const int64_t live = std::min<int64_t>(16, words - st * 16);
+    const __mmask16 mask = live >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
+    __m512i t[16];
+    // The next 16 rows' line of this step, into L2 (the rows are 16 streams; see the dot kernel).
+    for (int r = 0; r < 16; ++r) _mm_prefetch((const char*)(w + (16 + r) * w_stride + st * 64), _MM_HINT_T1);
+    for (int r = 0; r < 16; ++r)
+      t[r] = r < rows ? _mm512_maskz_loadu_epi32(mask, w + r * w_stride + st * 64) : _mm512_setzero_si512();
+    transpose16(t);
+    for (int j = 0; j < live; ++j) {
+      const int64_t word = st * 16 + j, group = word * 8 / group_size;
+      const __m512i even = _mm512_loadu_si512(scales + group * 16);  // (scale, 0) per row
+      const __m512i odd = _mm512_slli_epi32(even, 16);                // (0, scale)
+      const __m512 start = _mm512_mul_ps(_mm512_castsi512_ps(odd), minus136);
+      for (int q = 0; q < 4; ++q) {
+        const __m512i lo = _mm512_srli_epi32(t[j], 8 * q);
+        const __m512i hi = q < 2 ? _mm512_slli_epi32(t[j], 12 - 8 * q) : _mm512_srli_epi32(t[j], 8 * q - 12);
+        const __m512i both = _mm512_ternarylogic_epi32(lo, hi, sel_lo, 0xE4);  // low half lo, high half hi
+        const __m512bh pair = (__m512bh)_mm512_ternarylogic_epi32(both, nib, bf16_128, 0xEA);
+        const __m512 e = _mm512_dpbf16_ps(start, pair, (__m512bh)even);
+        const __m512 o = _mm512_dpbf16_ps(start, pair, (__m512bh)odd);
+        _mm512_storeu_si512(buf + (word * 4 + q) * 16,
+                           _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(o, e)));
       }
     }
   }
 }
 
-// Many tokens without AMX: tiles of about tile_bytes of dequantized rows (in xperm's K order, so they stay
-// cache resident) through torch's bf16 GEMM, one tile after another.
-at::Tensor w4a16_dequant_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale,
-                            int64_t group_size, int64_t tile_bytes) {
+// scales [N, groups] bf16 rows [row0, row0 + rows) -> out [groups][16] zero-extended bits (zero past rows).
+W4A16_TARGET void tile_scales16(const uint16_t* scale, int64_t groups, int rows, uint32_t* out) {
+  for (int64_t g0 = 0; g0 < groups; g0 += 32) {
+    const int64_t live = std::min<int64_t>(32, groups - g0);
+    const __mmask32 mask = live >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << live) - 1);
+    __m512i v[16];
+    for (int r = 0; r < 16; ++r)
+      v[r] = r < rows ? _mm512_maskz_loadu_epi16(mask, scale + r * groups + g0) : _mm512_setzero_si512();
+    transpose16(v);  // v[d] = dword d (groups g0 + 2d, g0 + 2d + 1) of every row
+    const __m512i low = _mm512_set1_epi32(0xFFFF);
+    for (int d = 0; d < 16 && 2 * d < live; ++d) {
+      _mm512_storeu_si512(out + (g0 + 2 * d) * 16, _mm512_and_si512(v[d], low));
+      if (2 * d + 1 < live) _mm512_storeu_si512(out + (g0 + 2 * d + 1) * 16, _mm512_srli_epi32(v[d], 16));
+    }
+  }
+}
+
+// y[t0 + i, row0 + 16 r + lane] for T tokens and R halves of a block: x32 is xperm as dword pairs.
+template <int T, int R>
+W4A16_TARGET void tile_gemm(const uint32_t* buf, int64_t pairs, const uint32_t* x32, int64_t x_pairs, int rows,
+                            at::BFloat16* y, int64_t n) {
+  __m512 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < T; ++i) acc[r][i] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = (__m512bh)_mm512_loadu_si512(buf + (r * pairs + p) * 16);
+    for (int i = 0; i < T; ++i) {
+      const __m512bh xb = (__m512bh)_mm512_set1_epi32(int(x32[i * x_pairs + p]));
+      for (int r = 0; r < R; ++r) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], wv[r], xb);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const int live = std::min(16, rows - 16 * r);
+    const __mmask16 mask = live >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << live) - 1);
+    for (int i = 0; i < T; ++i)
+      _mm256_mask_storeu_epi16(y + i * n + 16 * r, mask, (__m256i)_mm512_cvtneps_pbh(acc[r][i]));
+  }
+}
+
+using TileGemmFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, int, at::BFloat16*, int64_t);
+
+template <int R, int... T>
+constexpr std::array<TileGemmFn, sizeof...(T)> tile_gemm_table(std::integer_sequence<int, T...>) {
+  return {&tile_gemm<T + 1, R>...};
+}
+
+TileGemmFn pick_tile_gemm(int tokens, int halves) {
+  static constexpr auto one = tile_gemm_table<1>(std::make_integer_sequence<int, kTileTokens>{});
+  static constexpr auto two = tile_gemm_table<2>(std::make_integer_sequence<int, kTileTokens>{});
+  return (halves == 1 ? one : two)[tokens - 1];
+}
+
+at::Tensor w4a16_tile(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale, int64_t group_size) {
   check_args(x, packed, scale, group_size);
-  const int64_t c = x.size(0), n = packed.size(0), k = x.size(1), k_padded = (k + kChunk - 1) / kChunk * kChunk;
-  at::Tensor xperm = at::empty({c, k_padded}, x.options());
-  at::Tensor xcorr = at::empty({c, k_padded / kChunk, 16}, x.options().dtype(at::kFloat));
-  permute_x(x, xperm, xcorr);
+  const int64_t c = x.size(0), n = packed.size(0), k = x.size(1), groups = k / group_size;
   const uint8_t* w = reinterpret_cast<const uint8_t*>(packed.data_ptr<int32_t>());
   const uint16_t* s = reinterpret_cast<const uint16_t*>(scale.data_ptr<at::BFloat16>());
-  const int64_t tile = std::min<int64_t>(n, std::max<int64_t>(16, tile_bytes / (2 * k_padded) / 16 * 16));
-  at::Tensor buf = at::empty({tile, k_padded}, x.options());
-  uint16_t* bp = reinterpret_cast<uint16_t*>(buf.data_ptr<at::BFloat16>());
+  const uint32_t* x32 = reinterpret_cast<const uint32_t*>(x.data_ptr<at::BFloat16>());
+  const int64_t pairs = k / 2, w_stride = k / 2;
   at::Tensor y = at::empty({c, n}, x.options());
-  for (int64_t n0 = 0; n0 < n; n0 += tile) {
-    const int64_t rows = std::min<int64_t>(tile, n - n0);
-    at::parallel_for(n0, n0 + rows, 8, [&](int64_t begin, int64_t end) {
-      dequant_rows(w, s, k, int(group_size), begin, end, bp + (begin - n0) * k_padded, k_padded);
-    });
-    y.narrow(1, n0, rows).copy_(at::mm(xperm, buf.narrow(0, 0, rows).t()));
-  }
+  at::BFloat16* yp = y.data_ptr<at::BFloat16>();
+  at::parallel_for(0, (n + kTileRows - 1) / kTileRows, 1, [&](int64_t begin, int64_t end) {
+    // Reused across calls: one block of all K (32 rows x K bf16: 448 KiB at K = 7168) and its scales.
+    static thread_local std::vector<uint32_t> storage;
+    const int64_t groups_padded = (groups + 31) / 32 * 32;
+    const size_t need = size_t(kTileRows) * pairs + 16 * groups_padded + 16;
+    if (storage.size() < need) storage.assign(need, 0);
+    uint32_t* buf = reinterpret_cast<uint32_t*>((reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~uintptr_t(63));
+    uint32_t* scales = buf + kTileRows * pairs;
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t row0 = block * kTileRows;
+      const int rows = int(std::min<int64_t>(kTileRows, n - row0));
+      const int halves = rows > 16 ? 2 : 1;
+      for (int h = 0; h < halves; ++h) {
+        const int live = std::min(16, rows - 16 * h);
+        tile_scales16(s + (row0 + 16 * h) * groups, groups, live, scales);
+        tile_dequant16(w + (row0 + 16 * h) * w_stride, w_stride, live, k, int(group_size), scales, buf + h * pairs * 16);
+      }
+      for (int64_t t0 = 0; t0 < c; t0 += kTileTokens) {
+        const int tokens = int(std::min<int64_t>(kTileTokens, c - t0));
+        pick_tile_gemm(tokens, halves)(buf, pairs, x32 + t0 * pairs, pairs, rows, yp + t0 * n + row0, n);
+      }
+    }
+  });
   return y;
 }
 
@@ -344,30 +459,6 @@ struct alignas(64) TileConfig {
 
 // Position p of an A row (and of a B step) holds element amx_order(p) of the 32-element step.
 constexpr int amx_order(int p) { return 4 * (p % 8) + p / 8; }
-
-// r[i] = row i of a 16x16 dword matrix -> r[d] = column d.
-W4A16_AMX inline void transpose16(__m512i r[16]) {
-  __m512i t0[16], t1[16];
-  for (int i = 0; i < 16; i += 2) {
-    t0[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t0[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  // t1[4g + j], 128-bit lane L: dword 4L + j of rows 4g..4g+3.
-  for (int i = 0; i < 16; i += 4) {
-    t1[i] = _mm512_unpacklo_epi64(t0[i], t0[i + 2]);
-    t1[i + 1] = _mm512_unpackhi_epi64(t0[i], t0[i + 2]);
-    t1[i + 2] = _mm512_unpacklo_epi64(t0[i + 1], t0[i + 3]);
-    t1[i + 3] = _mm512_unpackhi_epi64(t0[i + 1], t0[i + 3]);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i a = _mm512_shuffle_i32x4(t1[j], t1[4 + j], 0x44), b = _mm512_shuffle_i32x4(t1[8 + j], t1[12 + j], 0x44);
-    const __m512i c = _mm512_shuffle_i32x4(t1[j], t1[4 + j], 0xEE), d = _mm512_shuffle_i32x4(t1[8 + j], t1[12 + j], 0xEE);
-    r[j] = _mm512_shuffle_i32x4(a, b, 0x88);
-    r[4 + j] = _mm512_shuffle_i32x4(a, b, 0xDD);
-    r[8 + j] = _mm512_shuffle_i32x4(c, d, 0x88);
-    r[12 + j] = _mm512_shuffle_i32x4(c, d, 0xDD);
-  }
-}
 
 // A C tile (16 rows x 16 tokens, fp32) -> y[t0 + i, row0 + r] in bf16, for r < rows, i < tokens.
 W4A16_AMX inline void store_c_tile(const float* c, int rows, int64_t tokens, at::BFloat16* y, int64_t n) {
@@ -523,21 +614,15 @@ at::Tensor w4a16_amx(const at::Tensor& x, const at::Tensor& packed, const at::Te
   return y;
 }
 
-// Tokens up to which the dot kernel beats the AMX one (Sapphire Rapids, 2 threads, weights streaming from DRAM,
-// K = 7168: two tokens 15.9 GB/s of int4 weights vs 12.9; three 12.8 vs 13.1).
-constexpr int64_t kDotMaxTokens = 2;
-constexpr int64_t kDequantTileBytes = 1 << 20;  // fits in L2 next to the weights streaming through
-
-// y [c, N] bf16 = x [c, K] bf16 @ dequant(packed, scale)^T, by the fastest kernel for c on this CPU: the dot
-// kernel for few tokens, AMX tiles where present, else the dot kernel up to dequant_min_tokens and
-// dequantized tiles through torch's GEMM from there.
+// y [c, N] bf16 = x [c, K] bf16 @ dequant(packed, scale)^T: the dot kernel below many_min_tokens tokens, from
+// there AMX tiles where the CPU has them, else the dequantized-tile GEMM. The crossover is measured per CPU
+// (`inference.kernels.cpu.many_token_crossover`; on Sapphire Rapids, 2 threads, K = 7168 the dot kernel led up
+// to two tokens: 15.9 GB/s of int4 weights vs AMX's 12.9, three 12.8 vs 13.1).
 at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale, int64_t group_size,
-                        int64_t dequant_min_tokens) {
-  const int64_t c = x.size(0);
-  if (c <= kDotMaxTokens) return w4a16_dot(x, packed, scale, group_size);
+                        int64_t many_min_tokens) {
+  if (x.size(0) < many_min_tokens) return w4a16_dot(x, packed, scale, group_size);
   if (amx_supported()) return w4a16_amx(x, packed, scale, group_size);
-  if (c < dequant_min_tokens) return w4a16_dot(x, packed, scale, group_size);
-  return w4a16_dequant_mm(x, packed, scale, group_size, kDequantTileBytes);
+  return w4a16_tile(x, packed, scale, group_size);
 }
 
 // out[h] += w * row[h] (bf16 row, fp32 out).
@@ -566,7 +651,7 @@ void add_weighted_rows(const at::Tensor& y, const int64_t* tokens, const float* 
 // w13 stacks gate rows [0, I) and up rows [I, 2I).
 at::Tensor moe_w4a16(const at::Tensor& x, const at::Tensor& w13_packed, const at::Tensor& w13_scale,
                      int64_t w13_group, const at::Tensor& w2_packed, const at::Tensor& w2_scale, int64_t w2_group,
-                     const at::Tensor& topk_ids, const at::Tensor& topk_weights, int64_t dequant_min_tokens) {
+                     const at::Tensor& topk_ids, const at::Tensor& topk_weights, int64_t many_min_tokens) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.is_contiguous(), "x must be contiguous bf16 [M, H]");
   TORCH_CHECK(w13_packed.dim() == 3 && w2_packed.dim() == 3 && w13_packed.size(0) == w2_packed.size(0),
               "expert weights must be [E, N, K/8] with the same E");
@@ -592,27 +677,32 @@ at::Tensor moe_w4a16(const at::Tensor& x, const at::Tensor& w13_packed, const at
     if (c == 0) continue;
     const at::Tensor xe = c == 1 ? x.narrow(0, tokens[e][0], 1)
                                  : x.index_select(0, at::from_blob(tokens[e].data(), {c}, at::kLong));
-    const at::Tensor gate_up = w4a16_linear(xe, w13_packed[e], w13_scale[e], w13_group, dequant_min_tokens);
+    const at::Tensor gate_up = w4a16_linear(xe, w13_packed[e], w13_scale[e], w13_group, many_min_tokens);
     const at::Tensor a = at::silu(gate_up.narrow(1, 0, inter)).mul_(gate_up.narrow(1, inter, inter));
-    const at::Tensor y = w4a16_linear(a, w2_packed[e], w2_scale[e], w2_group, dequant_min_tokens);
+    const at::Tensor y = w4a16_linear(a, w2_packed[e], w2_scale[e], w2_group, many_min_tokens);
     add_weighted_rows(y, tokens[e].data(), weights[e].data(), out.data_ptr<float>());
   }
   return out;
 }
 
-// The whole [N, K] bf16 weight in natural K order (for tests and callers that want dense weights).
+// The whole [N, K] bf16 weight (for tests and callers that want dense weights), by the tile kernel's
+// dequantization: blocks of 16 rows in [pairs][16 rows] order, transposed back by torch.
 at::Tensor w4a16_dequantize(const at::Tensor& packed, const at::Tensor& scale, int64_t group_size) {
-  const int64_t n = packed.size(0), k = packed.size(1) * 8, k_padded = (k + kChunk - 1) / kChunk * kChunk;
+  const int64_t n = packed.size(0), k = packed.size(1) * 8, groups = k / group_size, blocks = (n + 15) / 16;
   check_args(at::empty({0, k}, scale.options()), packed, scale, group_size);
-  at::Tensor buf = at::empty({n, k_padded}, scale.options());
+  at::Tensor buf = at::empty({blocks, k / 2, 16, 2}, scale.options());
   const uint8_t* w = reinterpret_cast<const uint8_t*>(packed.data_ptr<int32_t>());
   const uint16_t* s = reinterpret_cast<const uint16_t*>(scale.data_ptr<at::BFloat16>());
-  uint16_t* bp = reinterpret_cast<uint16_t*>(buf.data_ptr<at::BFloat16>());
-  at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
-    dequant_rows(w, s, k, int(group_size), begin, end, bp + begin * k_padded, k_padded);
+  uint32_t* bp = reinterpret_cast<uint32_t*>(buf.data_ptr<at::BFloat16>());
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint32_t> scales(16 * ((groups + 31) / 32 * 32));
+    for (int64_t b = begin; b < end; ++b) {
+      const int rows = int(std::min<int64_t>(16, n - 16 * b));
+      tile_scales16(s + 16 * b * groups, groups, rows, scales.data());
+      tile_dequant16(w + 16 * b * (k / 2), k / 2, rows, k, int(group_size), scales.data(), bp + b * (k / 2) * 16);
+    }
   });
-  // Undo the lane order: per chunk [even elements, odd elements] -> interleaved.
-  return buf.view({n, k_padded / kChunk, 2, 32}).transpose(2, 3).reshape({n, k_padded}).narrow(1, 0, k).contiguous();
+  return buf.permute({0, 2, 1, 3}).reshape({blocks * 16, k}).narrow(0, 0, n).contiguous();
 }
 
 // The threads at::parallel_for gives the kernels: torch's thread count when built with OpenMP, one without.
@@ -636,7 +726,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("w4a16_linear", &w4a16_linear, "y[c, N] = x[c, K] @ dequant(int4 W)[N, K]^T (bf16), kernel chosen by c");
   m.def("moe_w4a16", &moe_w4a16, "routed-expert MoE on int4 experts (gate+up, SiLU-and-mul, down, weighted sum)");
   m.def("w4a16_dot", &w4a16_dot, "the dot-product kernel (few tokens)");
-  m.def("w4a16_dequant_mm", &w4a16_dequant_mm, "dequantized tiles through torch's bf16 GEMM (many tokens, no AMX)");
+  m.def("w4a16_tile", &w4a16_tile, "a dequantized tile per 32 rows through an AVX-512 BF16 GEMM (many tokens, no AMX)");
   m.def("parallel_threads", &parallel_threads, "threads the kernels' parallel loops run on");
   m.def("w4a16_dequantize", &w4a16_dequantize, "int4 [N, K/8] + bf16 scales -> bf16 [N, K]");
 }
