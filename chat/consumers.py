@@ -21,12 +21,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
+from agent.events import TurnStatus
 from agent.stream import StreamEvent, decode
 from documents import services as documents
 from documents import ui as documents_ui
 
+from . import queue, services
 from . import redis as chat_redis
-from . import services
 from .forms import MessageForm, first_error
 from .fragments import TurnProjection, project_from_db
 from .models import Conversation, Turn
@@ -123,6 +124,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         projection = self._projection(str(turn.uuid), status=turn.status)
         self.turns[projection.uuid] = projection
         self.extra.append(await self._exchange_fragment(turn, projection))
+        await self._tell_queue_place(turn, projection)
         self._error("")
         await self.channel_layer.group_send(self.group, {"type": "turn.created", "turn": projection.uuid})
 
@@ -173,6 +175,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 self.extra.append(await database_sync_to_async(projection.render_full)())
             else:
                 projection.seq = after
+                await self._tell_queue_place(turn, projection)
             self.turns[turn_uuid] = projection
             return
         self.turns[turn_uuid] = projection
@@ -215,6 +218,19 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self.cite = await database_sync_to_async(documents_ui.citations_for)(self.conversation)
         await self._flush_soon()
 
+    async def turn_queue(self, message):
+        """A queued turn's place in the queue moved (chat/queue.py): its status line says so."""
+        projection = self.turns.get(message.get("turn"))
+        if self.ready and projection is not None and projection.status == "queued":
+            projection.apply(TurnStatus(text=str(message.get("text", ""))))
+            self.dirty.add(message["turn"])
+            await self._flush_soon()
+
+    async def _tell_queue_place(self, turn, projection) -> None:
+        if turn.status == Turn.Status.QUEUED:
+            projection.apply(TurnStatus(text=await database_sync_to_async(queue.notice_for)(turn)))
+            self.dirty.add(str(turn.uuid))
+
     async def turn_created(self, message):
         """Another tab started a turn in this conversation: show its question at once."""
         if self.ready and message["turn"] not in self.turns:
@@ -244,6 +260,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         projection = self._projection(turn_uuid, started=turn.started, status=turn.status)
         self.turns[turn_uuid] = projection
         self.extra.append(await self._exchange_fragment(turn, projection))
+        await self._tell_queue_place(turn, projection)
         if replay:
             for item in await replay_events(turn_uuid) or []:
                 projection.apply(item.event, item.seq)

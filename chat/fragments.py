@@ -216,6 +216,7 @@ class TurnProjection:
         match event:
             case ev.TurnStarted():
                 self.status = "running"
+                self.notice = ""  # a queued turn's place in the queue
                 self._replace_status()
             case ev.ReasoningDelta(text=text):
                 self._append_thinking(text)

@@ -26,6 +26,7 @@ from agent.events import TurnFinished
 from agent.stream import live_message, request_cancel
 from documents import services as documents
 
+from . import queue
 from . import redis as chat_redis
 from .models import Conversation, Message, Turn, UserPreference
 from .tasks import run_turn
@@ -107,8 +108,10 @@ def active_turn(conversation) -> Turn | None:
 
 
 def enqueue_turn(turn_id: int) -> None:
-    """Hand the turn to a worker (`run_turn` in chat/tasks.py); called after the transaction commits."""
+    """Hand the turn to a worker (`run_turn` in chat/tasks.py); called after the transaction commits.
+    The queued turns hear where they stand (chat/queue.py)."""
     run_turn.delay(turn_id)
+    queue.announce()
 
 
 def title_from(text: str) -> str:
@@ -231,6 +234,7 @@ def cancel(turn: Turn) -> None:
     )
     if claimed:
         _publish(turn, TurnFinished(status="cancelled", error=""))
+        queue.announce()
 
 
 # -- preferences ---------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from agent.tools import TOOLS, SearchSettings, ToolContext
 from corpus.search import DocumentCorpus
 from documents.library import library_for
 
-from . import recording
+from . import queue, recording
 from . import redis as chat_redis
 from .attachments import AttachmentSink
 
@@ -137,6 +137,7 @@ def execute_turn(
     if claim.turn is None:
         return claim
     turn = claim.turn
+    queue.announce()  # the turns still queued moved up
     client = client or model_client()
     redis = chat_redis.sync_client()
     keys = chat_redis.keys()
@@ -167,21 +168,25 @@ def execute_turn(
     recorder = recording.TurnRecorder(turn, checkpoint_every, settings.AGENT_DB_RETRY_SECONDS)
     if state.partial is not None:
         recorder.continue_step(state.step)
-    if resumed:
-        publisher.publish(TurnStatus(text=RESUMING))
-    for event in catch_up:  # already in Postgres; the stream lacked them
-        publisher.publish(event)
     heartbeat.start()
     finished = False
-    notice_up = resumed
+    notice_up = False
     events = loop.run(messages, state)
     try:
         for event in events:
             if heartbeat.lost.is_set():
                 break  # another worker owns the turn now: write and publish nothing more
-            if notice_up and not isinstance(event, TurnStarted | TurnStatus):
+            if notice_up and not isinstance(event, TurnStatus):
                 publisher.publish(TurnStatus(text=""))
                 notice_up = False
+            if isinstance(event, TurnStarted):
+                publisher.publish(event)  # it clears the page's queue line; the resume notice follows
+                if resumed:
+                    publisher.publish(TurnStatus(text=RESUMING))
+                    notice_up = True
+                for missing in catch_up:  # already in Postgres; the stream lacked them
+                    publisher.publish(missing)
+                continue
             if isinstance(event, TurnFinished):
                 recorder.record(event)  # the row first: a client that sees the event can rely on it
                 publisher.publish(event)
