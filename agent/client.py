@@ -15,8 +15,15 @@ caller sees one uninterrupted answer. This works with any OpenAI-compatible serv
 deterministically (greedy, as kimiweb's default model is served). A server that answers differently
 the second time (sampling) cannot be resumed faithfully: the call then fails with a readable message
 and the caller keeps the text delivered so far. (Prefix continuation with `continue_final_message`
-would serve sampling servers, but servers that do not know the flag ignore it silently and answer a
-different prompt, so the replay is the one way that is right everywhere it claims to work.)
+would serve sampling servers mid-stream too, but a server that does not know the flag may ignore it
+and answer a different prompt, so the replay is the one way that is right everywhere it claims to
+work.)
+
+`continue_final=True` is for a step whose worker died: the last message is the step's unfinished
+assistant message and the server goes on writing it (vLLM's `continue_final_message`, also served
+by `inference/server`). A server that refuses it with HTTP 400 (an API without the flag that
+rejects unknown parameters) raises `ContinuationRefused`, and the loop keeps the cut text as an
+earlier attempt.
 """
 
 from __future__ import annotations
