@@ -65,6 +65,9 @@ class PartialStep:
 
 
 INTERRUPTED = "interrupted"  # the finish_reason of a partial step the model server could not continue
+TOOL_CUT_OFF = "the worker stopped while this tool ran"
+# What the model reads for a call its worker died in; such a call may be made again.
+TOOL_CUT_OFF_RESULT = f"Error: {TOOL_CUT_OFF}; call it again if you still need its result."
 
 
 @dataclass
@@ -422,14 +425,22 @@ def _run_one(tool: Tool, arguments: dict, ctx: ToolContext) -> ToolResult:
 
 
 def _calls_in_turn(messages: list[dict]) -> dict:
-    """The calls already made since the last user message (for the loop guard on a resumed turn)."""
+    """The calls already made since the last user message (for the loop guard on a resumed turn);
+    a call cut off by a dead worker does not count."""
     seen: dict = {}
     step = 0
     start = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+    cut_off = {
+        m.get("tool_call_id")
+        for m in messages[start:]
+        if m.get("role") == "tool" and m.get("content") == TOOL_CUT_OFF_RESULT
+    }
     for message in messages[start:]:
         if message.get("role") != "assistant":
             continue
         for call in message.get("tool_calls") or ():
+            if call.get("id") in cut_off:
+                continue
             try:
                 args = json.loads(call["function"]["arguments"] or "{}")
                 seen.setdefault((call["function"]["name"], json.dumps(args, sort_keys=True)), step)

@@ -22,13 +22,12 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agent import events as ev
-from agent.loop import INTERRUPTED, PartialStep, TurnState, system_prompt
+from agent.loop import INTERRUPTED, TOOL_CUT_OFF, TOOL_CUT_OFF_RESULT, PartialStep, TurnState, system_prompt
 
 from .models import Attachment, Message, Step, ToolCall, Turn
 
 log = logging.getLogger(__name__)
 
-TOOL_CUT_OFF = "the worker stopped while this tool ran"
 
 # What a lost or refused connection raises (Postgres restarting, or our backend terminated).
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
@@ -165,7 +164,7 @@ def settle_unfinished_step(turn: Turn, published: list[ev.Event]) -> list[ev.Eve
             for call in calls:
                 if call.status != ToolCall.Status.RUNNING:
                     continue
-                result = f"Error: {TOOL_CUT_OFF}; call it again if you still need its result."
+                result = TOOL_CUT_OFF_RESULT
                 ToolCall.objects.filter(id=call.id).update(
                     status=ToolCall.Status.ERROR, result=result, error=TOOL_CUT_OFF, finished=now
                 )

@@ -383,3 +383,47 @@ def test_a_checkpoint_reaches_postgres_within_a_second_while_the_model_is_silent
     assert checkpointed < 1.0
     turn.refresh_from_db()
     assert turn.status == "done" and Step.objects.get(turn=turn).reasoning == "first half second half"
+
+
+def test_a_step_cut_off_while_its_tool_ran_keeps_the_call_as_an_error_and_the_turn_goes_on(
+    agent_redis, make_turn
+):
+    turn = make_turn()
+    with ScriptedModelServer(two_step_script) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    # The worker died while step 0's python call ran: the call row running, nothing after it.
+    events = stream_events(agent_redis, turn)
+    keep = next(i for i, e in enumerate(events) if e["type"] == "tool.running") + 1
+    key = chat_redis.keys().stream(turn.uuid)
+    agent_redis.delete(key)
+    for e in events[:keep]:
+        agent_redis.xadd(key, {"e": json.dumps(e)}, id=f"{e['seq']}-0")
+    Step.objects.filter(turn=turn, index=1).delete()
+    Step.objects.filter(turn=turn, index=0).update(finished=None, finish_reason="")
+    ToolCall.objects.filter(step__turn=turn).update(status="running", result="", finished=None)
+    Message.objects.filter(turn=turn).delete()
+    Turn.objects.filter(id=turn.id).update(status="running", lease_expires=None, finished=None, steps=0)
+
+    def call_again(body, n):
+        """The model makes the cut-off call again (allowed: it never returned), then answers."""
+        if store.TOOL_CUT_OFF in body["messages"][-1]["content"]:
+            return Reply(reasoning="Again.", tool_calls=[("python", json.dumps({"code": "print(6 * 7)"}))])
+        return Reply(reasoning="It printed 42.", content="The answer is **42**.")
+
+    with ScriptedModelServer(call_again) as server:
+        execute_turn(turn.id, client=ModelClient(server.url, "scripted"))
+    assert len(server.requests) == 2 and "continue_final_message" not in server.requests[0]
+    tool_message = server.requests[0]["messages"][-1]
+    assert tool_message["role"] == "tool" and store.TOOL_CUT_OFF in tool_message["content"]
+    turn.refresh_from_db()
+    assert turn.status == "done" and turn.steps == 3
+    steps = list(Step.objects.filter(turn=turn).order_by("index"))
+    assert [(s.index, s.finish_reason) for s in steps] == [(0, "tool_calls"), (1, "tool_calls"), (2, "stop")]
+    cut, again = ToolCall.objects.filter(step__turn=turn).order_by("step__index")
+    assert cut.status == "error" and cut.error == store.TOOL_CUT_OFF
+    assert again.status == "done" and again.result.strip() == "42", "the repeat guard let it run"
+    events = stream_events(agent_redis, turn)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["index"] for e in events if e["type"] == "step.started"] == [0, 1, 2]
+    finished = [e for e in events if e["type"] == "tool.finished"]
+    assert [e["error"] for e in finished] == [store.TOOL_CUT_OFF, ""]
