@@ -21,7 +21,7 @@ from conftest import log_in
 from playwright.sync_api import expect
 from test_live_stack import start_worker
 
-from chat.models import Attachment, ToolCall, Turn
+from chat.models import Attachment, Conversation, ToolCall, Turn
 from documents import services
 from documents.models import ConversationFile, FileText
 
@@ -256,3 +256,42 @@ def test_a_refused_file_shows_its_reason_and_a_removed_upload_is_deleted(
     assert deleted.value.status == 204
     assert not Attachment.objects.filter(owner=user).exists()
     assert not [e for e in page_errors if "400" not in e], page_errors
+
+
+def test_a_300_page_pdf_shows_its_reading_progress_on_the_chip(
+    live_url, stack_db, new_page, user, page_errors
+):
+    lines = "\n".join(f"Line {n}: high water 06:{n:02d}, low water 12:{n:02d}." for n in range(40))
+    book = pdf_bytes([f"Tide tables, day {day}\n{lines}" for day in range(1, 301)])
+    conversation = Conversation.objects.create(owner=user, title="Tide tables")
+    with ScriptedModelServer(lambda body, n: Reply(content="(unused)")) as model:
+        worker = start_worker(stack_db, model.url)
+        try:
+            page = new_page()
+            log_in(page, live_url, user)
+            page.goto(f"{live_url}/c/{conversation.uuid}/")
+            # Every status line the chip shows, in order (a socket push or the chip's own poll).
+            page.evaluate(
+                """() => {
+                    window.seen = [];
+                    new MutationObserver(() => {
+                        for (const el of document.querySelectorAll("#composer-files .file-status")) {
+                            if (window.seen[window.seen.length - 1] !== el.textContent) window.seen.push(el.textContent);
+                        }
+                    }).observe(document.body, { subtree: true, childList: true, characterData: true });
+                }"""
+            )
+            page.set_input_files(
+                "#file-input", files=[{"name": "tides.pdf", "mimeType": "application/pdf", "buffer": book}]
+            )
+            expect(chip(page, "tides.pdf").locator(".file-status")).to_have_text("ready", timeout=120_000)
+            seen = page.evaluate("window.seen")
+            progress = [s for s in seen if re.fullmatch(r"reading \d+/300", s)]
+            assert progress, seen
+            done = [int(s.split()[1].split("/")[0]) for s in progress]
+            assert done == sorted(done) and any(0 < n < 300 for n in done), seen  # N/M moves on, live
+            assert seen.index(progress[0]) < seen.index("ready")
+            assert FileText.objects.get(attachment__name="tides.pdf").parts_total == 300
+        finally:
+            worker.stop()
+    assert not page_errors, page_errors
