@@ -108,7 +108,8 @@
       var body = xhr.responseText || "";
       if (type.indexOf("text/html") === 0 && body.indexOf("upload-chip") >= 0 && replaceWithServerChips(chip, body)) return;
       if (xhr.status === 413) fail(chip, "this file is too large to upload.");
-      else if (xhr.status === 403) fail(chip, "you were logged out, or the page is old: reload it and try again.");
+      else if (xhr.status === 403 || (xhr.responseURL || "").indexOf("/accounts/login/") >= 0)
+        fail(chip, "you were logged out, or the page is old: reload it and try again.");
       else fail(chip, "the upload did not work (HTTP " + xhr.status + "); try again.");
     });
     xhr.addEventListener("error", function () {
