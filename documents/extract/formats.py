@@ -142,12 +142,18 @@ def read_pdf(path: str, limits: Limits) -> tuple[int, Iterator[Anchor]]:
 # -- Word -----------------------------------------------------------------------------------------
 
 
-def _heading_level(paragraph) -> int:
-    name = (paragraph.style.name if paragraph.style is not None else "") or ""
-    if name == "Title":
-        return 1
-    match = re.match(r"Heading (\d)", name)
-    return int(match.group(1)) if match else 0
+def _heading_levels(document) -> dict[str, int]:
+    """Style id → heading level (Title counts as 1), read once: resolving each paragraph's style
+    through python-docx costs a lookup in the styles part per paragraph."""
+    levels: dict[str, int] = {}
+    for style in document.styles:
+        name = getattr(style, "name", "") or ""
+        match = re.match(r"Heading (\d)$", name)
+        if name == "Title":
+            levels[style.style_id] = 1
+        elif match:
+            levels[style.style_id] = int(match.group(1))
+    return levels
 
 
 def _table_text(table) -> str:
@@ -170,12 +176,13 @@ def read_docx(path: str, limits: Limits) -> tuple[int, Iterator[Anchor]]:
         check_zip(f, limits.zip, "Word document")
     try:
         document = docx.Document(path)
+        levels = _heading_levels(document)
         sections: list[tuple[str, list[str]]] = [("start", [])]
         for block in document.iter_inner_content():
             if isinstance(block, Table):
                 sections[-1][1].append(_table_text(block))
                 continue
-            level = _heading_level(block)
+            level = levels.get(block._p.style or "", 0)
             text = block.text.strip()
             if level and text:
                 sections.append(("#" * level + " " + " ".join(text.split()), [text]))
