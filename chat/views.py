@@ -69,10 +69,14 @@ def _exchanges(conversation, share_token: str | None = None, share_files: bool =
     """The visible thread, each answer linking its citations of the conversation's files and each
     question showing the files it carried (on a share, links only when its files are shared)."""
     cite = documents_ui.citations_for(conversation, share_token=share_token, links=share_files)
+    uploads = documents_ui.uploads_by_turn(conversation, share_token=share_token, links=share_files)
     exchanges = services.thread(conversation)
     for ex in exchanges:
         ex.p = _projection(ex.turn)
-        ex.uploads = documents_ui.turn_uploads(ex.turn, share_token=share_token, links=share_files)
+        # An edited or regenerated question still shows the files its first version carried.
+        turns = [t for t in [ex.turn] + [t for _, t in ex.earlier] if t is not None]
+        chips = [c for t in reversed(turns) for c in uploads.get(t.pk, [])]
+        ex.uploads = list({c["uuid"]: c for c in chips}.values())
         ex.earlier_views = [(m, project_from_db(t) if t is not None else None) for m, t in ex.earlier]
         for projection in [ex.p] + [op for _, op in ex.earlier_views]:
             if projection is not None:

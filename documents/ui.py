@@ -14,7 +14,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.urls import reverse
 
 from . import services
-from .models import FilePart
+from .models import ConversationFile, FilePart
 
 FINAL = ("ready", "failed")
 
@@ -86,6 +86,21 @@ def turn_uploads(turn, *, share_token: str | None = None, links: bool = True) ->
     if turn is None:
         return []
     return [chip(a, share_token=share_token, links=links) for a in services.turn_files(turn)]
+
+
+def uploads_by_turn(conversation, *, share_token: str | None = None, links: bool = True) -> dict[int, list]:
+    """Chips of every message's files in a conversation, by turn id (one query for the whole thread)."""
+    by_turn: dict[int, list] = {}
+    rows = (
+        ConversationFile.objects.filter(conversation=conversation, turn__isnull=False)
+        .select_related("attachment__text")
+        .order_by("added", "id")
+    )
+    for link in rows:
+        by_turn.setdefault(link.turn_id, []).append(
+            chip(link.attachment, share_token=share_token, links=links)
+        )
+    return by_turn
 
 
 # -- citations ------------------------------------------------------------------------------------

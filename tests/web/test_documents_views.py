@@ -360,6 +360,21 @@ def test_a_new_chat_attaches_its_library_files_to_the_first_message(alice):
 
 
 @pytest.mark.django_db
+def test_a_regenerated_question_still_shows_the_files_it_carried(alice):
+    notes = stored(alice, "notes.md", NOTES)
+    client = logged_in(alice)
+    conv_url = client.post("/c/new", {"text": "Summarize my notes", "files": [str(notes.uuid)]})["Location"]
+    first = Turn.objects.get(conversation__owner=alice)
+    Turn.objects.filter(pk=first.pk).update(status="done")
+    assert client.post(f"/t/{first.uuid}/regenerate").status_code == 302
+    visible = Turn.objects.filter(conversation__owner=alice).latest("created")
+    assert visible != first
+    page = client.get(conv_url).content.decode()
+    question = page[page.index(f'id="ex-{visible.user_message.uuid}"') :]
+    assert f'data-file="{notes.uuid}"' in question[: question.index('class="turn"')]
+
+
+@pytest.mark.django_db
 def test_a_message_naming_someone_elses_file_is_refused_whole(alice, bob):
     notes = stored(alice, "notes.md", NOTES)
     response = logged_in(bob).post("/c/new", {"text": "Read this", "files": [str(notes.uuid)]})
