@@ -35,6 +35,13 @@ def main(argv=None) -> int:
         "--resume-bf16", action="store_true", help="skip phase 1: QAT from --out/bf16_delta.safetensors"
     )
     p.add_argument(
+        "--mix",
+        choices=["v1", "v2"],
+        default="v1",
+        help="v2: people's phrasing, pydoc lookups, distilled chat",
+    )
+    p.add_argument("--init-from", default=None, help="warm start from a delta (its experts, routers, LoRA)")
+    p.add_argument(
         "--fallback-tools",
         action="store_true",
         help="the built-in tool stand-in (unsandboxed python, word-overlap search) instead of the agent's tools",
@@ -100,6 +107,8 @@ def main(argv=None) -> int:
             run_tool=run_tool,
             qat_lr_scale=args.qat_lr_scale,
             resume_bf16=args.resume_bf16,
+            mix=args.mix,
+            init_from=Path(args.init_from) if args.init_from else None,
         )
         print(json.dumps(summary))
     elif args.command == "build":

