@@ -72,7 +72,7 @@ def encrypted_pdf_bytes(text: str = "secret", password: str = "hunter2") -> byte
     writer = PdfWriter()
     for page in PdfReader(io.BytesIO(pdf_bytes([text]))).pages:
         writer.add_page(page)
-    writer.encrypt(user_password=password, owner_password=password, algorithm="AES-128")
+    writer.encrypt(user_password=password, owner_password=password or "owner-secret", algorithm="AES-128")
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()

@@ -115,6 +115,12 @@ def test_hostile_pdfs_fail_with_their_message_and_no_parts(owner, name, data, me
     assert parts == [] and a.text.chars == 0
 
 
+def test_pdf_with_only_an_owner_password_is_read(owner):
+    a, parts = extracted(owner, "owner-only.pdf", encrypted_pdf_bytes("Open to read", password=""))
+    assert a.text.status == "ready", a.text.error
+    assert "Open to read" in parts[0].text
+
+
 def test_too_many_pages_and_sheets(owner, settings):
     settings.DOCUMENTS_MAX_PAGES = 3
     a, parts = extracted(owner, "big.pdf", long_pdf_bytes(4))
