@@ -48,8 +48,8 @@ def test_linear_matches_float32_on_the_dequantized_weights(kind, m):
     x = torch.randn(m, 320, generator=torch.Generator().manual_seed(m))
     y = kernel.linear(x, code, *parts)
     expected = x @ values.t()
-    # int8 activations per block of 32 cost about 0.5% of the output's norm
-    assert ((y - expected).norm() / expected.norm()).item() < 0.015
+    # two int8 levels per activation block of 32: float rounding, not int8 rounding
+    assert ((y - expected).norm() / expected.norm()).item() < 1e-3
     # a row's result does not depend on the other rows of the call
     torch.testing.assert_close(kernel.linear(x[-1:], code, *parts), y[-1:], atol=0, rtol=0)
 
@@ -97,12 +97,13 @@ def test_native_forward_tracks_the_torch_model_through_the_paged_cache(models, c
             out.append(runner.prefill(seq, n - 1, all_logits=True))
             seq.num_computed = n - 1
             out.append(runner.decode([seq])[0])
+    # two int8 levels per activation block are within float rounding of float32; a bf16 cache is not
+    tol = 2e-3 if cache_dtype == torch.float32 else 2e-2
     for got, want in zip(logits, expected, strict=True):
         rel = ((got - want).norm() / want.norm()).item()
-        assert rel < 0.05, rel  # int8 activations (and a bf16 cache) against float32 activations
-    for got, want in zip(logits[1], expected[1], strict=True):
-        top = want.topk(3).indices
-        assert got.argmax() in top
+        assert rel < tol, rel
+    if cache_dtype == torch.float32:
+        assert (logits[1].argmax(-1) == expected[1].argmax(-1)).all()
 
 
 def test_a_rows_logits_do_not_depend_on_its_batch(models):
@@ -142,6 +143,27 @@ def test_out_of_range_rows_are_refused_and_nothing_is_written(models):
             runner.kv,
             torch.tensor([0]),
         )
+
+
+def test_the_server_prompt_gets_the_float32_answer(models):
+    """SmolLM2's activations have outlier channels: one int8 level per block flipped this greedy answer."""
+    from inference.server.chat_templates import render_chat
+
+    greedy = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    answers = []
+    for loaded in models:
+        text = render_chat(
+            loaded.tokenizer.chat_template,
+            [{"role": "user", "content": "What is the capital of France?"}],
+            add_generation_prompt=True,
+        )
+        engine = LLMEngine(loaded, kv_cache_tokens=1024, dtype=torch.float32)
+        try:
+            answers.append(generate(engine, loaded.tokenizer.encode(text), greedy))
+        finally:
+            engine.shutdown()
+    assert answers[0] == answers[1]
+    assert "Paris" in models[0].tokenizer.decode(answers[0])
 
 
 def test_engine_batches_native_streams_exactly_as_it_runs_them_alone(models):

@@ -4,12 +4,15 @@
 // RMSNorm, the fused QKV projection, rotary, the paged KV-cache write, attention over the cache, the output
 // projection, RMSNorm, gate+up with SiLU-and-mul, down, and the LM head for the rows that want logits.
 //
-// Matmuls: activations are quantized per block of 32 to int8 with a float scale (as llama.cpp's Q8 activation
-// blocks), and each output is sum over blocks of  d_w * d_x * sum_i(w_i * x_i)  +  b_w * a_x  where the integer
-// dot products come from `vpdpbusd` (u8 x s8, 64 products per instruction).
+// Matmuls: activations are quantized per block of 32 to int8 twice: x ~ d1 * q1 + d2 * q2, q2 quantizing what q1
+// missed (one int8 level, as llama.cpp's Q8 activation blocks, flips greedy tokens of SmolLM2: its activations
+// have outlier channels that leave the rest of a block a few levels; two levels are within float rounding of
+// float32 activations). Each output is sum over blocks and levels of  d_w * d_l * sum_i(w_i * q_l,i)  +  b_w * a_x
+// where the integer dot products come from `vpdpbusd` (u8 x s8, 64 products per instruction).
 //   Q4_1 (w = d*q + m, q in 0..15) and Q4_0 (w = d*(q - 8), i.e. m = -8d): q is the u8 operand, x the s8 one;
-//   b_w = m, a_x = d_x * sum(x_q) over the block.
-//   Q8_0 (w = d*q, q in -128..127): x + 128 is the u8 operand, q the s8 one; b_w = -128 * d * sum(q), a_x = d_x.
+//   b_w = m, a_x = sum over levels of d_l * sum(q_l) over the block.
+//   Q8_0 (w = d*q, q in -128..127): x + 128 is the u8 operand, q the s8 one; b_w = -128 * d * sum(q),
+//   a_x = d1 + d2.
 // Weights are repacked once at load. 4-bit rows: per 64-element span, byte j holds element j in its low nibble
 // and element j + 32 in its high nibble, so a 32-byte load unpacks (and, shift) into 64 bytes in element order;
 // lanes 0..7 of the dot product then cover one block and lanes 8..15 the next, and one per-lane scale vector
@@ -191,11 +194,11 @@ QMat make_qmat(int64_t kind, int64_t k, const at::Tensor& qs, const at::Tensor& 
 
 // One activation row quantized for both weight kinds.
 struct QAct {
-  int8_t* xq;     // [K] s8 (Q4 weights' partner)
-  uint8_t* xu;    // [K] xq + 128 as u8 (Q8 weights' partner)
-  float* dxv;     // [K/64][16] per-lane activation scales
-  float* sx;      // [K/32] d_x * sum(x_q): Q4's bias activation
-  float* dx;      // [K/32] d_x: Q8's bias activation
+  int8_t* xq;     // [2][K] s8, levels 1 and 2 (Q4 weights' partner)
+  uint8_t* xu;    // [2][K] xq + 128 as u8 (Q8 weights' partner)
+  float* dxv;     // [2][K/64][16] per-lane activation scales of each level
+  float* sx;      // [K/32] sum over levels of d_l * sum(q_l): Q4's bias activation
+  float* dx;      // [K/32] d_1 + d_2: Q8's bias activation
 };
 
 struct ActBuf {
@@ -206,45 +209,60 @@ struct ActBuf {
   void resize(int64_t r, int64_t kk) {
     rows = r;
     k = kk;
-    xq.resize(r * kk);
-    xu.resize(r * kk);
-    dxv.resize(r * (kk / kSpan) * 16);
+    xq.resize(2 * r * kk);
+    xu.resize(2 * r * kk);
+    dxv.resize(2 * r * (kk / kSpan) * 16);
     sx.resize(r * (kk / kBlock));
     dx.resize(r * (kk / kBlock));
   }
   QAct row(int64_t i) {
-    return {xq.data() + i * k, xu.data() + i * k, dxv.data() + i * (k / kSpan) * 16, sx.data() + i * (k / kBlock),
-            dx.data() + i * (k / kBlock)};
+    return {xq.data() + 2 * i * k, xu.data() + 2 * i * k, dxv.data() + 2 * i * (k / kSpan) * 16,
+            sx.data() + i * (k / kBlock), dx.data() + i * (k / kBlock)};
   }
 };
 
 inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
+// One int8 level of a block of 32 (v0, v1: its two halves): stores q at xq/xu, returns the scale and sum(q),
+// and leaves v0, v1 holding what the level missed.
+inline float quantize_level(__m512& v0, __m512& v1, int8_t* xq, uint8_t* xu, int& sum) {
+  const float amax = std::max(_mm512_reduce_max_ps(_mm512_abs_ps(v0)), _mm512_reduce_max_ps(_mm512_abs_ps(v1)));
+  const float d = amax / 127.0f;
+  const float inv = d > 0 ? 1.0f / d : 0.0f;
+  const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(inv)));
+  const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(inv)));
+  const __m128i b0 = _mm512_cvtsepi32_epi8(q0);
+  const __m128i b1 = _mm512_cvtsepi32_epi8(q1);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(xq), b0);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(xq + 16), b1);
+  const __m128i flip = _mm_set1_epi8(char(0x80));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(xu), _mm_xor_si128(b0, flip));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(xu + 16), _mm_xor_si128(b1, flip));
+  sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+  v0 = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(q0), _mm512_set1_ps(d), v0);
+  v1 = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(q1), _mm512_set1_ps(d), v1);
+  return d;
+}
+
 void quantize_row(const float* x, int64_t k, QAct a) {
-  const int64_t nb = k / kBlock;
+  const int64_t nb = k / kBlock, spans = k / kSpan;
+  float d1[2], d2[2];
   for (int64_t g = 0; g < nb; ++g) {
-    const __m512 v0 = _mm512_loadu_ps(x + g * kBlock);
-    const __m512 v1 = _mm512_loadu_ps(x + g * kBlock + 16);
-    const float amax = std::max(_mm512_reduce_max_ps(_mm512_abs_ps(v0)), _mm512_reduce_max_ps(_mm512_abs_ps(v1)));
-    const float d = amax / 127.0f;
-    const float inv = d > 0 ? 1.0f / d : 0.0f;
-    const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(inv)));
-    const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(inv)));
-    const __m128i b0 = _mm512_cvtsepi32_epi8(q0);
-    const __m128i b1 = _mm512_cvtsepi32_epi8(q1);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.xq + g * kBlock), b0);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.xq + g * kBlock + 16), b1);
-    const __m128i flip = _mm_set1_epi8(char(0x80));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.xu + g * kBlock), _mm_xor_si128(b0, flip));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.xu + g * kBlock + 16), _mm_xor_si128(b1, flip));
-    const int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-    a.dx[g] = d;
-    a.sx[g] = d * float(sum);
-  }
-  for (int64_t s = 0; s < k / kSpan; ++s) {
-    const __m512 lo = _mm512_set1_ps(a.dx[2 * s]);
-    const __m512 hi = _mm512_set1_ps(a.dx[2 * s + 1]);
-    _mm512_storeu_ps(a.dxv + s * 16, _mm512_mask_blend_ps(0xFF00, lo, hi));
+    __m512 v0 = _mm512_loadu_ps(x + g * kBlock);
+    __m512 v1 = _mm512_loadu_ps(x + g * kBlock + 16);
+    int s1, s2;
+    const float a1 = quantize_level(v0, v1, a.xq + g * kBlock, a.xu + g * kBlock, s1);
+    const float a2 = quantize_level(v0, v1, a.xq + k + g * kBlock, a.xu + k + g * kBlock, s2);
+    a.dx[g] = a1 + a2;
+    a.sx[g] = a1 * float(s1) + a2 * float(s2);
+    d1[g % 2] = a1;
+    d2[g % 2] = a2;
+    if (g % 2 == 1) {
+      const int64_t s = g / 2;
+      _mm512_storeu_ps(a.dxv + s * 16, _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d1[0]), _mm512_set1_ps(d1[1])));
+      _mm512_storeu_ps(a.dxv + (spans + s) * 16,
+                       _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d2[0]), _mm512_set1_ps(d2[1])));
+    }
   }
 }
 
@@ -271,16 +289,18 @@ inline void row_dot(const QMat& w, int64_t n, const QAct* acts, float* out) {
     const __m512i wv = load_w(w, row, s);
     const __m512 dws = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dw[2 * s]), _mm512_set1_ps(dw[2 * s + 1]));
     for (int t = 0; t < T; ++t) {
-      __m512i dot;
-      if (q8) {
-        const __m512i xv = _mm512_loadu_si512(acts[t].xu + s * kSpan);
-        dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv);
-      } else {
-        const __m512i xv = _mm512_loadu_si512(acts[t].xq + s * kSpan);
-        dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
+      for (int level = 0; level < 2; ++level) {
+        __m512i dot;
+        if (q8) {
+          const __m512i xv = _mm512_loadu_si512(acts[t].xu + level * w.k + s * kSpan);
+          dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv);
+        } else {
+          const __m512i xv = _mm512_loadu_si512(acts[t].xq + level * w.k + s * kSpan);
+          dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
+        }
+        const __m512 scale = _mm512_mul_ps(dws, _mm512_loadu_ps(acts[t].dxv + (level * spans + s) * 16));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[t]);
       }
-      const __m512 scale = _mm512_mul_ps(dws, _mm512_loadu_ps(acts[t].dxv + s * 16));
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[t]);
     }
   }
   // The bias term: sum over blocks of b_w * a_x.
