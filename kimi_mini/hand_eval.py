@@ -113,7 +113,8 @@ def _summary(rows: list[dict]) -> dict:
     for c in CATEGORIES:
         rs = [r for r in rows if r["category"] == c]
         if rs:
-            by_cat[c] = {"n": len(rs), "success_pct": pct(sum(r["correct"] for r in rs), len(rs))}
+            ok = sum(r["correct"] for r in rs)
+            by_cat[c] = {"n": len(rs), "correct": ok, "success_pct": pct(ok, len(rs))}
     return {
         "n": len(rows),
         "task_success_pct": pct(sum(r["correct"] for r in rows), len(rows)),
@@ -268,7 +269,12 @@ def table(results: dict) -> str:
     head = ["variant", "overall", *CATEGORIES, "valid calls", "special tokens", "thinking off → none"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, r in results.items():
-        cats = [str(r["by_category"].get(c, {}).get("success_pct", "–")) for c in CATEGORIES]
+        cats = []
+        for c in CATEGORIES:
+            got = r["by_category"].get(c)
+            cats.append(
+                f"{got['success_pct']} ({got['correct']}/{got['n']})" if got and "correct" in got else "–"
+            )
         lines.append(
             "| "
             + " | ".join(
@@ -278,7 +284,9 @@ def table(results: dict) -> str:
                     *cats,
                     f"{r['valid_tool_call_pct']}%" if r["valid_tool_call_pct"] is not None else "–",
                     str(r["answers_with_special_tokens"]),
-                    f"{r['thinking_off_without_reasoning_pct']}%",
+                    f"{r['thinking_off_without_reasoning_pct']}%"
+                    if r["thinking_off_without_reasoning_pct"] is not None
+                    else "–",
                 ]
             )
             + " |"
