@@ -2,14 +2,17 @@
 
     .venv/bin/python bench/moe_int4.py [--shapes kimi-k2 moonlight] [--tokens 1 2 4 8 16 64 256 512 1024] [--threads N] [--clock cpu]
 
-Same routing and token grouping for both; bf16 is torch matmul on dequantized experts. Bandwidth: bytes of
-the experts a call touches (int4 words + scales) per second, against a copy measured in the same run.
-On a shared machine, run it when it is quiet (`uptime`): other processes make both columns noisy.
+Same routing and token grouping for both; bf16 is torch matmul on dequantized experts. The two run
+interleaved (int4, bf16, int4, ...; medians over the rounds, with the range of the ratio), so a load change
+hits both. Bandwidth: bytes of the experts a call touches (int4 words + scales) per second, against a copy
+measured in the same run. The load average (`uptime`) is printed before and after: on a shared machine
+other processes make both columns noisy; `--clock cpu` (one thread, its CPU seconds) is steadier there.
 
 Results: bench/results/moe_int4.md (newest first).
 """
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -54,13 +57,16 @@ def _time(fn) -> float:
     return _clock() - start
 
 
-def median_time(fn, min_repeats: int = 3, budget_s: float = 1.0) -> float:
-    fn()  # warm up (and repack on first use)
-    times = []
-    start = _clock()
-    while len(times) < min_repeats or (_clock() - start < budget_s and len(times) < 50):
-        times.append(_time(fn))
-    return statistics.median(times)
+def interleaved_medians(fns, min_rounds: int = 3, budget_s: float = 2.0) -> list[list[float]]:
+    """Times of each fn, run in turn round after round (after one warm-up round, which also repacks)."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    start = time.perf_counter()
+    while len(times[0]) < min_rounds or (time.perf_counter() - start < budget_s and len(times[0]) < 25):
+        for fn, out in zip(fns, times, strict=True):
+            out.append(_time(fn))
+    return times
 
 
 def random_int4_experts(e: int, n: int, k: int, group_size: int = 32, seed: int = 0) -> Int4Experts:
@@ -92,8 +98,14 @@ def measure(shape: Shape, m: int, w13, w2, d13, d2, per_expert_int4: int, bandwi
     hidden = torch.randn(m, shape.hidden, generator=g).to(torch.bfloat16)
     weights, ids = select_experts_softmax(torch.randn(m, shape.experts, generator=g), shape.top_k)
     active = int(torch.unique(ids).numel())
-    t_int4 = median_time(lambda: fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"))
-    t_bf16 = median_time(lambda: fused_moe_w4a16(hidden, d13, d2, weights, ids, backend="cpu"))
+    int4_times, bf16_times = interleaved_medians(
+        [
+            lambda: fused_moe_w4a16(hidden, w13, w2, weights, ids, backend="cpu"),
+            lambda: fused_moe_w4a16(hidden, d13, d2, weights, ids, backend="cpu"),
+        ]
+    )
+    t_int4, t_bf16 = statistics.median(int4_times), statistics.median(bf16_times)
+    ratios = [b / i for i, b in zip(int4_times, bf16_times, strict=True)]
     rate = active * per_expert_int4 / t_int4
     return dict(
         shape=shape.name,
@@ -103,6 +115,9 @@ def measure(shape: Shape, m: int, w13, w2, d13, d2, per_expert_int4: int, bandwi
         int4_ms=t_int4 * 1e3,
         bf16_ms=t_bf16 * 1e3,
         speedup=t_bf16 / t_int4,
+        ratio_lo=min(ratios),
+        ratio_hi=max(ratios),
+        rounds=len(ratios),
         gbps=rate / 1e9,
         bw_pct=100 * rate / bandwidth,
     )
@@ -110,14 +125,15 @@ def measure(shape: Shape, m: int, w13, w2, d13, d2, per_expert_int4: int, bandwi
 
 HEADER = (
     f"{'shape':<28} {'M':>4} {'experts':>7} {'tok/exp':>7} {'int4 ms':>9} {'bf16 ms':>9} "
-    f"{'bf16/int4':>9} {'int4 GB/s':>9} {'% copy BW':>9}"
+    f"{'bf16/int4':>9} {'(range of rounds)':>17} {'int4 GB/s':>9} {'% copy BW':>9}"
 )
 
 
 def _format(r: dict) -> str:
     return (
         f"{r['shape']:<28} {r['m']:>4} {r['active']:>7} {r['per_expert']:>7.1f} {r['int4_ms']:>9.2f} "
-        f"{r['bf16_ms']:>9.2f} {r['speedup']:>8.2f}x {r['gbps']:>9.1f} {r['bw_pct']:>8.0f}%"
+        f"{r['bf16_ms']:>9.2f} {r['speedup']:>8.2f}x {r['ratio_lo']:>6.2f}-{r['ratio_hi']:.2f} x{r['rounds']:<3} "
+        f"{r['gbps']:>9.1f} {r['bw_pct']:>8.0f}%"
     )
 
 
@@ -148,15 +164,23 @@ def main() -> None:
     )
     print(f"clock: {args.clock}; copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s")
     kernel = w4a16_cpu.native()
-    kernel_name = (
-        "torch int4pack" if kernel is None else "native" + (" (AMX)" if kernel.amx_supported() else "")
-    )
+    if kernel is None:
+        kernel_name = "torch int4pack"
+    else:
+        many = "AMX tiles" if kernel.amx_supported() else "dequantized-tile GEMM, no AMX"
+        kernel_name = f"native: dot kernel, {many} from {w4a16_cpu.many_token_crossover()} tokens per expert"
+    print(f"load average before: {_load()}")
     print(
         f"int4 = fused_moe_w4a16 backend=cpu on Int4Experts ({kernel_name}); bf16 = the same call on DenseExperts"
     )
     print(HEADER)
     for name in args.shapes:
         run(SHAPES[name], args.tokens, bandwidth)
+    print(f"load average after: {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

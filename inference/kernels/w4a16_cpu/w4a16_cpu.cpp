@@ -211,43 +211,83 @@ void check_args(const at::Tensor& x, const at::Tensor& packed, const at::Tensor&
   TORCH_CHECK(cpu_supported(), "this CPU lacks AVX-512 BF16");
 }
 
+// One dot-kernel product in flight: x permuted once (xperm, xcorr, kept alive here) and where y goes.
+struct DotJob {
+  at::Tensor xperm, xcorr, y;
+  const uint8_t* w;
+  const uint16_t* s;
+  int64_t c, n, w_stride, s_stride, k_padded, chunks;
+  int group_size;
+  bool half_tail;
+};
+
+// Threads split N in blocks of 4 rows; within a block each token block uses its own rows per load.
+constexpr int kDotBlock = 4;
+
+DotJob dot_job(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale, int64_t group_size) {
+  check_args(x, packed, scale, group_size);
+  const int64_t c = x.size(0), k = x.size(1), k_padded = (k + kChunk - 1) / kChunk * kChunk;
+  DotJob job;
+  job.xperm = at::empty({c, k_padded}, x.options());
+  job.xcorr = at::empty({c, k_padded / kChunk, 16}, x.options().dtype(at::kFloat));
+  permute_x(x, job.xperm, job.xcorr);
+  job.y = at::empty({c, packed.size(0)}, x.options());
+  job.w = reinterpret_cast<const uint8_t*>(packed.data_ptr<int32_t>());
+  job.s = reinterpret_cast<const uint16_t*>(scale.data_ptr<at::BFloat16>());
+  job.c = c;
+  job.n = packed.size(0);
+  job.w_stride = k / 2;
+  job.s_stride = k / group_size;
+  job.k_padded = k_padded;
+  job.chunks = k_padded / kChunk;
+  job.group_size = int(group_size);
+  job.half_tail = k % kChunk != 0;
+  return job;
+}
+
+// Rows [block * 4, block * 4 + 4) of the job, all its tokens.
+void dot_block(const DotJob& job, int64_t block) {
+  const uint16_t* xp = reinterpret_cast<const uint16_t*>(job.xperm.data_ptr<at::BFloat16>());
+  const float* corr = job.xcorr.data_ptr<float>();
+  at::BFloat16* yp = job.y.data_ptr<at::BFloat16>();
+  const int64_t n = job.n, row0 = block * kDotBlock, row_end = std::min<int64_t>(row0 + kDotBlock, n);
+  float out[kMaxTokensPerLoad * kDotBlock];
+  for (int64_t t0 = 0; t0 < job.c; t0 += kMaxTokensPerLoad) {
+    const int tt = int(std::min<int64_t>(kMaxTokensPerLoad, job.c - t0));
+    for (int64_t r = row0; r < row_end;) {
+      const int rows = r + kRowsPerLoad <= row_end ? kRowsPerLoad : 1;
+      pick_dot(tt, rows == 1)(job.w + r * job.w_stride, job.w_stride, job.s + r * job.s_stride, job.s_stride,
+                              job.group_size, xp + t0 * job.k_padded, corr + t0 * job.chunks * 16, job.k_padded,
+                              job.chunks, job.half_tail, out);
+      for (int ri = 0; ri < rows; ++ri)
+        for (int i = 0; i < tt; ++i) yp[(t0 + i) * n + r + ri] = at::BFloat16(out[ri * tt + i]);
+      r += rows;
+    }
+  }
+}
+
+int64_t dot_blocks(const DotJob& job) { return (job.n + kDotBlock - 1) / kDotBlock; }
+
 // Few tokens on any AVX-512 BF16 CPU: the dot-product kernel, parallel over rows.
 at::Tensor w4a16_dot(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale, int64_t group_size) {
-  check_args(x, packed, scale, group_size);
-  const int64_t c = x.size(0), n = packed.size(0), k = x.size(1), k_padded = (k + kChunk - 1) / kChunk * kChunk;
-  at::Tensor xperm = at::empty({c, k_padded}, x.options());
-  at::Tensor xcorr = at::empty({c, k_padded / kChunk, 16}, x.options().dtype(at::kFloat));
-  permute_x(x, xperm, xcorr);
-  const int64_t chunks = k_padded / kChunk;
-  const bool half_tail = k % kChunk != 0;
-  const uint8_t* w = reinterpret_cast<const uint8_t*>(packed.data_ptr<int32_t>());
-  const uint16_t* s = reinterpret_cast<const uint16_t*>(scale.data_ptr<at::BFloat16>());
-  const uint16_t* xp = reinterpret_cast<const uint16_t*>(xperm.data_ptr<at::BFloat16>());
-  const float* corr = xcorr.data_ptr<float>();
-  const int64_t w_stride = k / 2, s_stride = k / group_size;
-  at::Tensor y = at::empty({c, n}, x.options());
-  at::BFloat16* yp = y.data_ptr<at::BFloat16>();
+  const DotJob job = dot_job(x, packed, scale, group_size);
+  at::parallel_for(0, dot_blocks(job), 16, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) dot_block(job, b);
+  });
+  return job.y;
+}
 
-  // Threads split N in blocks of 4 rows; within a block each token block uses its own rows per load.
-  constexpr int kBlock = 4;
-  at::parallel_for(0, (n + kBlock - 1) / kBlock, 16, [&](int64_t begin, int64_t end) {
-    float out[kMaxTokensPerLoad * kBlock];
-    for (int64_t row0 = begin * kBlock; row0 < std::min(end * kBlock, n); row0 += kBlock) {
-      const int64_t row_end = std::min<int64_t>(row0 + kBlock, n);
-      for (int64_t t0 = 0; t0 < c; t0 += kMaxTokensPerLoad) {
-        const int tt = int(std::min<int64_t>(kMaxTokensPerLoad, c - t0));
-        for (int64_t r = row0; r < row_end;) {
-          const int rows = r + kRowsPerLoad <= row_end ? kRowsPerLoad : 1;
-          pick_dot(tt, rows == 1)(w + r * w_stride, w_stride, s + r * s_stride, s_stride, int(group_size),
-                                  xp + t0 * k_padded, corr + t0 * chunks * 16, k_padded, chunks, half_tail, out);
-          for (int ri = 0; ri < rows; ++ri)
-            for (int i = 0; i < tt; ++i) yp[(t0 + i) * n + r + ri] = at::BFloat16(out[ri * tt + i]);
-          r += rows;
-        }
-      }
+// Several dot-kernel products in one parallel loop over all their row blocks (one fork-join, not one each).
+void run_dot_jobs(const std::vector<DotJob>& jobs) {
+  std::vector<int64_t> first{0};  // first[j]: the job's first block in the joint range
+  for (const DotJob& job : jobs) first.push_back(first.back() + dot_blocks(job));
+  at::parallel_for(0, first.back(), 16, [&](int64_t begin, int64_t end) {
+    size_t j = std::upper_bound(first.begin(), first.end(), begin) - first.begin() - 1;
+    for (int64_t b = begin; b < end; ++b) {
+      while (b >= first[j + 1]) ++j;
+      dot_block(jobs[j], b - first[j]);
     }
   });
-  return y;
 }
 
 // r[i] = row i of a 16x16 dword matrix -> r[d] = column d.
@@ -672,6 +712,32 @@ at::Tensor moe_w4a16(const at::Tensor& x, const at::Tensor& w13_packed, const at
     weights[id[i]].push_back(wt[i]);
   }
   at::Tensor out = at::zeros({m, h}, x.options().dtype(at::kFloat));
+  int64_t most = 0;
+  for (int64_t e = 0; e < experts; ++e) most = std::max<int64_t>(most, int64_t(tokens[e].size()));
+  if (most < many_min_tokens) {
+    // Every expert on the dot kernel (decode): each projection of all experts in one parallel loop, so a
+    // layer costs two fork-joins instead of two per expert.
+    std::vector<int64_t> active;
+    std::vector<DotJob> up, down;
+    for (int64_t e = 0; e < experts; ++e) {
+      const int64_t c = int64_t(tokens[e].size());
+      if (c == 0) continue;
+      const at::Tensor xe = c == 1 ? x.narrow(0, tokens[e][0], 1)
+                                   : x.index_select(0, at::from_blob(tokens[e].data(), {c}, at::kLong));
+      active.push_back(e);
+      up.push_back(dot_job(xe, w13_packed[e], w13_scale[e], w13_group));
+    }
+    run_dot_jobs(up);
+    for (size_t j = 0; j < active.size(); ++j) {
+      const at::Tensor& gate_up = up[j].y;
+      const at::Tensor a = at::silu(gate_up.narrow(1, 0, inter)).mul_(gate_up.narrow(1, inter, inter));
+      down.push_back(dot_job(a, w2_packed[active[j]], w2_scale[active[j]], w2_group));
+    }
+    run_dot_jobs(down);
+    for (size_t j = 0; j < active.size(); ++j)
+      add_weighted_rows(down[j].y, tokens[active[j]].data(), weights[active[j]].data(), out.data_ptr<float>());
+    return out;
+  }
   for (int64_t e = 0; e < experts; ++e) {
     const int64_t c = int64_t(tokens[e].size());
     if (c == 0) continue;
