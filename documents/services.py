@@ -165,7 +165,9 @@ def conversation_files(conversation) -> list:
     """The files attached to a conversation, oldest first, each with `.text` loaded."""
     Attachment = _attachment_model()
     return list(
-        Attachment.objects.filter(conversation_links__conversation=conversation)
+        Attachment.objects.filter(
+            conversation_links__conversation=conversation, owner_id=conversation.owner_id
+        )
         .select_related("text")
         .order_by("conversation_links__added", "conversation_links__id")
     )

@@ -89,6 +89,23 @@ def test_read_file_cut_says_where_to_continue(owner, conversation):
     assert following.text.startswith(f"[long.pdf, p. {nxt}]")
 
 
+def test_a_300_page_pdf_is_read_in_parts(owner, conversation):
+    add(owner, conversation, "long.pdf", long_pdf_bytes(300))
+    start, seen = 1, []
+    while start <= 300:
+        result = run("read_file", conversation, name="long.pdf", start=start)
+        assert result.ok and len(result.text) <= 8000
+        pages = [n for n in range(start, 301) if f"[long.pdf, p. {n}]\n" in result.text]
+        assert pages and pages[0] == start and f"word{pages[-1]}x" in result.text
+        seen += pages
+        if pages[-1] == 300:
+            assert "Continue" not in result.text
+            break
+        assert f"start={pages[-1] + 1} end=300" in result.text
+        start = pages[-1] + 1
+    assert seen == list(range(1, 301))
+
+
 def test_read_file_errors_are_for_the_model(files, conversation):
     assert "no file named 'nope.pdf'" in run("read_file", conversation, name="nope.pdf").text
     assert "has 3 pages" in run("read_file", conversation, name="report.pdf", start=9).text
