@@ -200,3 +200,24 @@ def test_300_page_pdf_with_progress_on_the_owner_group(owner):
     done = [m["parts_done"] for m in seen if m["status"] == "reading" and m["parts_total"] == 300]
     assert done == sorted(done) and len(done) >= 2  # live progress between start and end
     assert seen[-1]["parts_done"] == seen[-1]["parts_total"] == 300
+
+
+def test_too_many_slides_and_a_docx_table(owner, settings):
+    import io
+
+    import docx
+
+    settings.DOCUMENTS_MAX_PAGES = 2
+    a, parts = extracted(owner, "deck.pptx", pptx_bytes([("a", "1"), ("b", "2"), ("c", "3")]))
+    assert a.text.status == "failed" and "3 slides; at most 2" in a.text.error and parts == []
+    d = docx.Document()
+    d.add_heading("Prices", level=2)
+    table = d.add_table(rows=2, cols=2)
+    for r, row in enumerate([("item", "price"), ("tea", "3")]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    out = io.BytesIO()
+    d.save(out)
+    a, parts = extracted(owner, "prices.docx", out.getvalue())
+    assert a.text.status == "ready", a.text.error
+    assert parts[0].label == "## Prices" and "item\tprice\ntea\t3" in parts[0].text
