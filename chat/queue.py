@@ -44,16 +44,23 @@ def notice_for(turn: Turn) -> str:
     return notice(ahead)
 
 
+async def _send_all(layer, messages: list[tuple[str, dict]]) -> None:
+    for group, message in messages:
+        await layer.group_send(group, message)
+
+
 def announce() -> int:
     """Send every queued turn its place to its conversation's sockets; returns how many were told.
     Best effort: the queue is told again at its next move, and a reconnecting page asks itself."""
     try:
-        layer = get_channel_layer()
         keys = chat_redis.keys()
         queued = positions()
-        for turn, conversation, ahead in queued:
-            message = {"type": MESSAGE_TYPE, "turn": turn, "text": notice(ahead)}
-            async_to_sync(layer.group_send)(keys.group(conversation), message)
+        messages = [
+            (keys.group(conversation), {"type": MESSAGE_TYPE, "turn": turn, "text": notice(ahead)})
+            for turn, conversation, ahead in queued
+        ]
+        if messages:
+            async_to_sync(_send_all)(get_channel_layer(), messages)  # one event loop for all of them
         return len(queued)
     except Exception:
         log.exception("could not tell the queued turns where they stand")
