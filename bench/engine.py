@@ -172,7 +172,8 @@ def bench_default(args, dtype):
     }
     tok = native.tokenizer
     prompt = chat_prompt(tok, QUESTIONS[0])
-    long_prompt = tok.encode(LONG_TEXT)[:128]
+    # a new first block each time, so the prefix cache never serves it
+    long_prompts = iter(tok.encode(f"Request {i}. {LONG_TEXT}")[:128] for i in range(10**6))
     prompts = [chat_prompt(tok, q) for q in QUESTIONS]
     hf = hf_twin(dense, dtype) if args.with_transformers else None
     cpp = llamacpp_binaries(build=args.with_llamacpp) if args.with_llamacpp else None
@@ -183,11 +184,11 @@ def bench_default(args, dtype):
 
     for engine in engines.values():  # warm-up
         timed_request(engine, prompt, 4)
-        timed_request(engine, long_prompt, 2)
+        timed_request(engine, next(long_prompts), 2)
     for _ in range(args.repeat):
         for name, engine in engines.items():
             add(name, "decode", timed_request(engine, prompt, args.tokens)[1])
-            add(name, "ttft128", timed_request(engine, long_prompt, 2)[0] * 1000)
+            add(name, "ttft128", timed_request(engine, next(long_prompts), 2)[0] * 1000)
             add(name, "agg8", concurrent_rate(engine, prompts, args.tokens))
         if cpp is not None:
             single = llamacpp_bench(cpp, threads, args.tokens)
