@@ -390,11 +390,10 @@ W4A16_TARGET void tile_scales16(const uint16_t* scale, int64_t groups, int rows,
   }
 }
 
-// y[t0 + i, row0 + 16 r + lane] for T tokens and R halves of a block: xpass is the pass's x pairs,
-// [pairs][kTileTokens] (one stream for the broadcasts, not one per token).
+// y[t0 + i, row0 + 16 r + lane] for T tokens and R halves of a block: x32 is xperm as dword pairs.
 template <int T, int R>
-W4A16_TARGET void tile_gemm(const uint32_t* buf, int64_t pairs, const uint32_t* xpass, int rows, at::BFloat16* y,
-                            int64_t n) {
+W4A16_TARGET void tile_gemm(const uint32_t* buf, int64_t pairs, const uint32_t* x32, int64_t x_pairs, int rows,
+                            at::BFloat16* y, int64_t n) {
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < T; ++i) acc[r][i] = _mm512_setzero_ps();
@@ -402,7 +401,7 @@ W4A16_TARGET void tile_gemm(const uint32_t* buf, int64_t pairs, const uint32_t* 
     __m512bh wv[R];
     for (int r = 0; r < R; ++r) wv[r] = (__m512bh)_mm512_loadu_si512(buf + (r * pairs + p) * 16);
     for (int i = 0; i < T; ++i) {
-      const __m512bh xb = (__m512bh)_mm512_set1_epi32(int(xpass[p * kTileTokens + i]));
+      const __m512bh xb = (__m512bh)_mm512_set1_epi32(int(x32[i * x_pairs + p]));
       for (int r = 0; r < R; ++r) acc[r][i] = _mm512_dpbf16_ps(acc[r][i], wv[r], xb);
     }
   }
@@ -414,7 +413,7 @@ W4A16_TARGET void tile_gemm(const uint32_t* buf, int64_t pairs, const uint32_t* 
   }
 }
 
-using TileGemmFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int, at::BFloat16*, int64_t);
+using TileGemmFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, int, at::BFloat16*, int64_t);
 
 template <int R, int... T>
 constexpr std::array<TileGemmFn, sizeof...(T)> tile_gemm_table(std::integer_sequence<int, T...>) {
@@ -433,16 +432,7 @@ at::Tensor w4a16_tile(const at::Tensor& x, const at::Tensor& packed, const at::T
   const uint8_t* w = reinterpret_cast<const uint8_t*>(packed.data_ptr<int32_t>());
   const uint16_t* s = reinterpret_cast<const uint16_t*>(scale.data_ptr<at::BFloat16>());
   const uint32_t* x32 = reinterpret_cast<const uint32_t*>(x.data_ptr<at::BFloat16>());
-  const int64_t pairs = k / 2, w_stride = k / 2, passes = (c + kTileTokens - 1) / kTileTokens;
-  // x regrouped per pass of 12 tokens as [pairs][12] (zero past c).
-  at::Tensor xpack = at::zeros({passes, pairs, kTileTokens}, x.options().dtype(at::kInt));
-  uint32_t* xq = reinterpret_cast<uint32_t*>(xpack.data_ptr<int32_t>());
-  at::parallel_for(0, c, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      uint32_t* out = xq + (t / kTileTokens) * pairs * kTileTokens + t % kTileTokens;
-      for (int64_t p = 0; p < pairs; ++p) out[p * kTileTokens] = x32[t * pairs + p];
-    }
-  });
+  const int64_t pairs = k / 2, w_stride = k / 2;
   at::Tensor y = at::empty({c, n}, x.options());
   at::BFloat16* yp = y.data_ptr<at::BFloat16>();
   at::parallel_for(0, (n + kTileRows - 1) / kTileRows, 1, [&](int64_t begin, int64_t end) {
@@ -464,8 +454,7 @@ at::Tensor w4a16_tile(const at::Tensor& x, const at::Tensor& packed, const at::T
       }
       for (int64_t t0 = 0; t0 < c; t0 += kTileTokens) {
         const int tokens = int(std::min<int64_t>(kTileTokens, c - t0));
-        pick_tile_gemm(tokens, halves)(buf, pairs, xq + (t0 / kTileTokens) * pairs * kTileTokens, rows,
-                                       yp + t0 * n + row0, n);
+        pick_tile_gemm(tokens, halves)(buf, pairs, x32 + t0 * pairs, pairs, rows, yp + t0 * n + row0, n);
       }
     }
   });
