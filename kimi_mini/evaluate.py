@@ -104,7 +104,10 @@ class EngineGenerator:
         from inference.engine.llm_engine import generate
         from inference.engine.sequence import SamplingParams
 
-        return generate(self.engine, prompt_ids, SamplingParams(temperature=0, max_tokens=max_new))
+        # A loaded machine can take minutes per request with 16 turns in flight: no 10-minute cut-off.
+        return generate(
+            self.engine, prompt_ids, SamplingParams(temperature=0, max_tokens=max_new), timeout=3600
+        )
 
     def close(self):
         self.engine.shutdown()

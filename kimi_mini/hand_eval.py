@@ -194,7 +194,7 @@ def evaluate_base(items: list[dict], concurrency: int = 16, max_new: int = 200, 
             tok.chat_template, [{"role": "user", "content": it["question"]}], add_generation_prompt=True
         )
         ids = tok.tokenizer.encode(prompt, add_special_tokens=False).ids
-        out = generate(engine, ids, SamplingParams(temperature=0, max_tokens=max_new))
+        out = generate(engine, ids, SamplingParams(temperature=0, max_tokens=max_new), timeout=3600)
         text = tok.tokenizer.decode(out, skip_special_tokens=True)
         if progress:
             progress.update(1)

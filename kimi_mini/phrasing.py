@@ -1099,7 +1099,7 @@ def distill_chat(out: Path = CHAT_DISTILL, max_new: int = 120, concurrency: int 
             tok.chat_template, [{"role": "user", "content": prompt}], add_generation_prompt=True
         )
         ids = generate(engine, tok.tokenizer.encode(text, add_special_tokens=False).ids,
-                       SamplingParams(temperature=0, max_tokens=max_new))  # fmt: skip
+                       SamplingParams(temperature=0, max_tokens=max_new), timeout=3600)  # fmt: skip
         finished = bool(ids) and (ids[-1] in stop or len(ids) < max_new)
         answer = tok.tokenizer.decode(ids, skip_special_tokens=True).strip()
         ok = finished and answer and not re.search(r"SmolLM|Hugging ?Face", answer)
