@@ -4,15 +4,16 @@
 // RMSNorm, the fused QKV projection, rotary, the paged KV-cache write, attention over the cache, the output
 // projection, RMSNorm, gate+up with SiLU-and-mul, down, and the LM head for the rows that want logits.
 //
-// Matmuls: activations are quantized per block of 32 to int8 twice: x ~ d1 * q1 + d2 * q2, q2 quantizing what q1
-// missed (one int8 level, as llama.cpp's Q8 activation blocks, flips greedy tokens of SmolLM2: its activations
-// have outlier channels that leave the rest of a block a few levels; two levels are within float rounding of
-// float32 activations). Each output is sum over blocks and levels of  d_w * d_l * sum_i(w_i * q_l,i)  +  b_w * a_x
-// where the integer dot products come from `vpdpbusd` (u8 x s8, 64 products per instruction).
+// Matmuls: activations are quantized per block of 32 to int8 twice: x ~ d * (256 * q1 + q2) with d = amax / 127 / 256,
+// q2 quantizing what q1 missed (one int8 level, as llama.cpp's Q8 activation blocks, flips greedy tokens of
+// SmolLM2: its activations have outlier channels that leave the rest of a block a few levels; two levels are
+// within float rounding of float32 activations). Each output is sum over blocks of
+// d_w * d * (256 * sum_i(w_i * q1_i) + sum_i(w_i * q2_i))  +  b_w * a_x, the integer part from two `vpdpbusd`
+// (u8 x s8, 64 products per instruction) and a shift, in int32.
 //   Q4_1 (w = d*q + m, q in 0..15) and Q4_0 (w = d*(q - 8), i.e. m = -8d): q is the u8 operand, x the s8 one;
-//   b_w = m, a_x = sum over levels of d_l * sum(q_l) over the block.
-//   Q8_0 (w = d*q, q in -128..127): x + 128 is the u8 operand, q the s8 one; b_w = -128 * d * sum(q),
-//   a_x = d1 + d2.
+//   b_w = m, a_x = d * (256 * sum(q1) + sum(q2)) over the block.
+//   Q8_0 (w = d*q, q in -128..127): q_l + 128 is the u8 operand, q the s8 one; b_w = -128 * d * sum(q),
+//   a_x = 257 * d (the offsets of both levels).
 // Weights are repacked once at load. 4-bit rows: per 64-element span, byte j holds element j in its low nibble
 // and element j + 32 in its high nibble, so a 32-byte load unpacks (and, shift) into 64 bytes in element order;
 // lanes 0..7 of the dot product then cover one block and lanes 8..15 the next, and one per-lane scale vector
@@ -196,9 +197,9 @@ QMat make_qmat(int64_t kind, int64_t k, const at::Tensor& qs, const at::Tensor& 
 struct QAct {
   int8_t* xq;     // [2][K] s8, levels 1 and 2 (Q4 weights' partner)
   uint8_t* xu;    // [2][K] xq + 128 as u8 (Q8 weights' partner)
-  float* dxv;     // [2][K/64][16] per-lane activation scales of each level
-  float* sx;      // [K/32] sum over levels of d_l * sum(q_l): Q4's bias activation
-  float* dx;      // [K/32] d_1 + d_2: Q8's bias activation
+  float* dxv;     // [K/64][16] per-lane activation scales d
+  float* sx;      // [K/32] d * (256 * sum(q1) + sum(q2)): Q4's bias activation
+  float* dx;      // [K/32] 257 * d: Q8's bias activation
 };
 
 struct ActBuf {
@@ -223,14 +224,15 @@ struct ActBuf {
 
 inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
-// One int8 level of a block of 32 (v0, v1: its two halves): stores q at xq/xu, returns the scale and sum(q),
-// and leaves v0, v1 holding what the level missed.
-inline float quantize_level(__m512& v0, __m512& v1, int8_t* xq, uint8_t* xu, int& sum) {
-  const float amax = std::max(_mm512_reduce_max_ps(_mm512_abs_ps(v0)), _mm512_reduce_max_ps(_mm512_abs_ps(v1)));
-  const float d = amax / 127.0f;
+// One int8 level of a block of 32 (v0, v1: its two halves) with step d: stores q at xq/xu, returns sum(q), and
+// leaves v0, v1 holding what the level missed.
+inline int quantize_level(__m512& v0, __m512& v1, float d, int8_t* xq, uint8_t* xu) {
   const float inv = d > 0 ? 1.0f / d : 0.0f;
-  const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(inv)));
-  const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(inv)));
+  const __m512i lim = _mm512_set1_epi32(127);
+  const __m512i q0 = _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(inv))), lim),
+                                      _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+  const __m512i q1 = _mm512_max_epi32(_mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(inv))), lim),
+                                      _mm512_sub_epi32(_mm512_setzero_si512(), lim));
   const __m128i b0 = _mm512_cvtsepi32_epi8(q0);
   const __m128i b1 = _mm512_cvtsepi32_epi8(q1);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(xq), b0);
@@ -238,31 +240,28 @@ inline float quantize_level(__m512& v0, __m512& v1, int8_t* xq, uint8_t* xu, int
   const __m128i flip = _mm_set1_epi8(char(0x80));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(xu), _mm_xor_si128(b0, flip));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(xu + 16), _mm_xor_si128(b1, flip));
-  sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
   v0 = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(q0), _mm512_set1_ps(d), v0);
   v1 = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(q1), _mm512_set1_ps(d), v1);
-  return d;
+  return _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
 }
 
 void quantize_row(const float* x, int64_t k, QAct a) {
-  const int64_t nb = k / kBlock, spans = k / kSpan;
-  float d1[2], d2[2];
+  const int64_t nb = k / kBlock;
+  float dd[2];
   for (int64_t g = 0; g < nb; ++g) {
     __m512 v0 = _mm512_loadu_ps(x + g * kBlock);
     __m512 v1 = _mm512_loadu_ps(x + g * kBlock + 16);
-    int s1, s2;
-    const float a1 = quantize_level(v0, v1, a.xq + g * kBlock, a.xu + g * kBlock, s1);
-    const float a2 = quantize_level(v0, v1, a.xq + k + g * kBlock, a.xu + k + g * kBlock, s2);
-    a.dx[g] = a1 + a2;
-    a.sx[g] = a1 * float(s1) + a2 * float(s2);
-    d1[g % 2] = a1;
-    d2[g % 2] = a2;
-    if (g % 2 == 1) {
-      const int64_t s = g / 2;
-      _mm512_storeu_ps(a.dxv + s * 16, _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d1[0]), _mm512_set1_ps(d1[1])));
-      _mm512_storeu_ps(a.dxv + (spans + s) * 16,
-                       _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d2[0]), _mm512_set1_ps(d2[1])));
-    }
+    const float amax = std::max(_mm512_reduce_max_ps(_mm512_abs_ps(v0)), _mm512_reduce_max_ps(_mm512_abs_ps(v1)));
+    // level 1's residual is at most d1 / 2, so |q2| <= 128 (saturated to 127 at the very edge: an error of d)
+    const float d1 = amax / 127.0f, d = d1 / 256.0f;
+    const int s1 = quantize_level(v0, v1, d1, a.xq + g * kBlock, a.xu + g * kBlock);
+    const int s2 = quantize_level(v0, v1, d, a.xq + k + g * kBlock, a.xu + k + g * kBlock);
+    a.dx[g] = 257.0f * d;
+    a.sx[g] = d * float(256 * s1 + s2);
+    dd[g % 2] = d;
+    if (g % 2 == 1)
+      _mm512_storeu_ps(a.dxv + (g / 2) * 16,
+                       _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dd[0]), _mm512_set1_ps(dd[1])));
   }
 }
 
@@ -289,18 +288,20 @@ inline void row_dot(const QMat& w, int64_t n, const QAct* acts, float* out) {
     const __m512i wv = load_w(w, row, s);
     const __m512 dws = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(dw[2 * s]), _mm512_set1_ps(dw[2 * s + 1]));
     for (int t = 0; t < T; ++t) {
-      for (int level = 0; level < 2; ++level) {
-        __m512i dot;
-        if (q8) {
-          const __m512i xv = _mm512_loadu_si512(acts[t].xu + level * w.k + s * kSpan);
-          dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv);
-        } else {
-          const __m512i xv = _mm512_loadu_si512(acts[t].xq + level * w.k + s * kSpan);
-          dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
-        }
-        const __m512 scale = _mm512_mul_ps(dws, _mm512_loadu_ps(acts[t].dxv + (level * spans + s) * 16));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[t]);
+      __m512i dot;
+      if (q8) {
+        const __m512i x1 = _mm512_loadu_si512(acts[t].xu + s * kSpan);
+        const __m512i x2 = _mm512_loadu_si512(acts[t].xu + w.k + s * kSpan);
+        dot = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), x1, wv), 8);
+        dot = _mm512_dpbusd_epi32(dot, x2, wv);
+      } else {
+        const __m512i x1 = _mm512_loadu_si512(acts[t].xq + s * kSpan);
+        const __m512i x2 = _mm512_loadu_si512(acts[t].xq + w.k + s * kSpan);
+        dot = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, x1), 8);
+        dot = _mm512_dpbusd_epi32(dot, wv, x2);
       }
+      const __m512 scale = _mm512_mul_ps(dws, _mm512_loadu_ps(acts[t].dxv + s * 16));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[t]);
     }
   }
   // The bias term: sum over blocks of b_w * a_x.
