@@ -70,6 +70,7 @@ def models():
     return quant, dense
 
 
+@pytest.mark.slow  # loads SmolLM2 twice (module fixture, ~20 s on two cores)
 def test_the_gguf_loads_quantized_when_the_kernel_is_there(models):
     quant, dense = models
     assert getattr(quant.model, "native", False)
@@ -79,6 +80,7 @@ def test_the_gguf_loads_quantized_when_the_kernel_is_there(models):
     assert kinds == {"q4_1"}
 
 
+@pytest.mark.slow  # loads SmolLM2 twice (module fixture, ~20 s on two cores)
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
 def test_native_forward_tracks_the_torch_model_through_the_paged_cache(models, cache_dtype):
     quant, dense = models
@@ -106,6 +108,7 @@ def test_native_forward_tracks_the_torch_model_through_the_paged_cache(models, c
         assert (logits[1].argmax(-1) == expected[1].argmax(-1)).all()
 
 
+@pytest.mark.slow  # loads SmolLM2 twice (module fixture, ~20 s on two cores)
 def test_a_rows_logits_do_not_depend_on_its_batch(models):
     quant, _ = models
     runner = ModelRunner(quant.model, num_blocks=16, block_size=16, dtype=torch.bfloat16)
@@ -124,6 +127,7 @@ def test_a_rows_logits_do_not_depend_on_its_batch(models):
             torch.testing.assert_close(runner.decode([seq])[0], together[i], atol=0, rtol=0)
 
 
+@pytest.mark.slow  # loads SmolLM2 twice (module fixture, ~20 s on two cores)
 def test_out_of_range_rows_are_refused_and_nothing_is_written(models):
     quant, _ = models
     runner = ModelRunner(quant.model, num_blocks=4, block_size=16, dtype=torch.float32)
@@ -145,6 +149,7 @@ def test_out_of_range_rows_are_refused_and_nothing_is_written(models):
         )
 
 
+@pytest.mark.slow  # loads SmolLM2 twice (module fixture, ~20 s on two cores)
 def test_the_server_prompt_gets_the_float32_answer(models):
     """SmolLM2's activations have outlier channels: one int8 level per block flipped this greedy answer."""
     from inference.server.chat_templates import render_chat
@@ -166,6 +171,7 @@ def test_the_server_prompt_gets_the_float32_answer(models):
     assert "Paris" in models[0].tokenizer.decode(answers[0])
 
 
+@pytest.mark.slow  # loads SmolLM2 twice (module fixture, ~20 s on two cores)
 def test_engine_batches_native_streams_exactly_as_it_runs_them_alone(models):
     quant, _ = models
     engine = LLMEngine(quant, kv_cache_tokens=4096, dtype=torch.bfloat16)
