@@ -75,6 +75,9 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="", help="comma-separated subset of int4-qat,bf16,int4-rtn-no-qat")
     p.add_argument("--category", action="append", help="hand set: only these categories")
     p.add_argument("--limit", type=int, default=0, help="hand set: only the first N items")
+    p.add_argument(
+        "--resume", action="store_true", help="hand set: keep the rows already written, score the rest"
+    )
 
     sub.add_parser(
         "distill-chat", help="the base SmolLM2's own answers to everyday prompts → chat_distill.jsonl"
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
             from .hand_eval import hand_cli, table
 
             out = Path(args.out if args.out != "var/kimi-mini/eval.json" else "var/kimi-mini/eval-hand.json")
-            print(table(hand_cli(variants, out, args.base, args.category, args.limit)))
+            print(table(hand_cli(variants, out, args.base, args.category, args.limit, args.resume)))
         else:
             evaluate_cli(variants, args.n, Path(args.out), args.fallback_tools, engine=not args.torch)
     elif args.command == "distill-chat":

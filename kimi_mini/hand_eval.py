@@ -218,7 +218,9 @@ def evaluate_base(items: list[dict], concurrency: int = 16, max_new: int = 200, 
     return {**_summary(rows), "rows": rows}
 
 
-def hand_cli(variants, out: Path, base: bool, only: list[str] | None = None, limit: int = 0):
+def hand_cli(
+    variants, out: Path, base: bool, only: list[str] | None = None, limit: int = 0, resume: bool = False
+):
     """Score each (label, delta, int4) variant, built and served by our engine, and optionally the base."""
     from tqdm import tqdm
 
@@ -246,9 +248,15 @@ def hand_cli(variants, out: Path, base: bool, only: list[str] | None = None, lim
         build(path, delta, int4=int4)
         gen = EngineGenerator(path)
         rows_path = out.with_name(f"{out.stem}.{label}.rows.jsonl")
-        rows_path.unlink(missing_ok=True)
+        todo = items
+        if resume and rows_path.exists():  # an interrupted run: score only what it had not finished
+            done = {json.loads(line)["id"] for line in rows_path.read_text().splitlines() if line.strip()}
+            todo = [it for it in items if it["id"] not in done]
+        else:
+            rows_path.unlink(missing_ok=True)
         try:
-            res = evaluate_hand(gen, items, run_tool, bar, rows_path)
+            evaluate_hand(gen, todo, run_tool, bar, rows_path)
+            res = summarize_rows(rows_path)
         finally:
             gen.close()
         res["seconds"] = round(time.time() - t0)
