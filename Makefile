@@ -42,7 +42,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 $(KERNEL_STAMP): $(STAMP) inference/kernels/w4a16_cpu/w4a16_cpu.cpp inference/kernels/w4a16_cpu/__init__.py \
-		inference/kernels/decode_cpu/decode_cpu.cpp inference/kernels/decode_cpu/__init__.py
+		inference/kernels/decode_cpu/decode_cpu.cpp inference/kernels/decode_cpu/__init__.py \
+		inference/kernels/extension.py
 	-$(PY) -m inference.kernels.w4a16_cpu && touch $@
 	-$(PY) -m inference.kernels.decode_cpu || rm -f $@
 

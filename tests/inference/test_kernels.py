@@ -2,6 +2,7 @@
 awkward routings: all tokens to one expert, experts with no tokens, one token, odd token counts; and each
 kernel of the native W4A16 extension on its own."""
 
+import dataclasses
 import json
 import logging
 
@@ -188,7 +189,7 @@ def test_native_kernel_keeps_one_copy_of_the_weights_and_the_fallback_repacks(re
 
 
 def test_missing_build_falls_back_to_torch_with_a_log_line(monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(w4a16_cpu, "BUILD_ROOT", tmp_path)
+    monkeypatch.setattr(w4a16_cpu, "EXTENSION", dataclasses.replace(w4a16_cpu.EXTENSION, build_root=tmp_path))
     w4a16_cpu.native.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger=w4a16_cpu.__name__):

@@ -13,27 +13,32 @@ and cached in var/w4a16_cpu_crossover.json; `KIMIWEB_MOE_MANY_MIN_TOKENS` overri
 """
 
 import functools
-import hashlib
-import importlib.util
 import json
 import logging
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from inference.kernels.extension import BUILD_ROOT, NativeExtension
+
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "w4a16_cpu.cpp"
-BUILD_ROOT = Path(__file__).resolve().parents[3] / "var" / "torch_extensions"
-# -fopenmp: at::parallel_for in the kernel is OpenMP (torch's backend); without the flag it runs on one thread.
-CFLAGS = ["-O3", "-std=c++17", "-fopenmp"]
-LDFLAGS = ["-fopenmp"]
 # "native" (default; falls back to torch with a log line when unavailable) or "torch" (always torch's ops).
 KERNEL_ENV = "KIMIWEB_MOE_CPU_KERNEL"
+EXTENSION = NativeExtension(
+    stem="w4a16_cpu",
+    source=Path(__file__).parent / "w4a16_cpu.cpp",
+    title="W4A16 CPU kernel",
+    kernel_env=KERNEL_ENV,
+    fallback="using torch's int4pack ops",
+    requires="AVX-512 BF16",
+    log=log,
+)
+build_name = EXTENSION.build_name
+build = EXTENSION.build
 CROSSOVER_ENV = "KIMIWEB_MOE_MANY_MIN_TOKENS"
 CROSSOVER_FILE = BUILD_ROOT.parent / "w4a16_cpu_crossover.json"
 # Token counts tried, and the weights the measurement streams: more than a server CPU's L3, so both kernels
@@ -42,60 +47,10 @@ CROSSOVER_CANDIDATES = (2, 3, 4, 6, 8, 12, 16, 24, 32)
 CROSSOVER_WEIGHT_BYTES = 48 << 20
 
 
-def build_name() -> str:
-    digest = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join(CFLAGS + LDFLAGS).encode() + torch.__version__.encode()
-    )
-    return f"w4a16_cpu_{digest.hexdigest()[:12]}"
-
-
-def build(verbose: bool = False):
-    """Compile the extension into var/torch_extensions (a no-op when the current build exists) and load it."""
-    from torch.utils.cpp_extension import load
-
-    name = build_name()
-    directory = BUILD_ROOT / name
-    for stale in BUILD_ROOT.glob("w4a16_cpu_*"):
-        if stale != directory:
-            shutil.rmtree(stale, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    return load(
-        name=name,
-        sources=[str(SOURCE)],
-        # Copies: load() appends to the lists it is given, which would change build_name().
-        extra_cflags=list(CFLAGS),
-        extra_ldflags=list(LDFLAGS),
-        build_directory=str(directory),
-        verbose=verbose,
-    )
-
-
 @functools.cache
 def native():
     """The loaded extension, or None (logged once) when it is switched off, not built, or the CPU lacks it."""
-    if os.environ.get(KERNEL_ENV, "native") == "torch":
-        log.info("W4A16 CPU kernel: torch int4pack ops (%s=torch)", KERNEL_ENV)
-        return None
-    name = build_name()
-    library = BUILD_ROOT / name / f"{name}.so"
-    if not library.exists():
-        log.warning(
-            "W4A16 CPU kernel not built (%s missing); using torch's int4pack ops. "
-            "Build it with `make setup` or `python -m inference.kernels.w4a16_cpu`.",
-            library,
-        )
-        return None
-    spec = importlib.util.spec_from_file_location(name, library)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except ImportError as error:
-        log.warning("W4A16 CPU kernel failed to load (%s); using torch's int4pack ops", error)
-        return None
-    if not module.cpu_supported():
-        log.warning("W4A16 CPU kernel needs AVX-512 BF16, which this CPU lacks; using torch's int4pack ops")
-        return None
-    return module
+    return EXTENSION.load()
 
 
 def _cpu_model() -> str:
