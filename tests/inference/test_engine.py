@@ -212,5 +212,6 @@ def test_releasing_a_threads_openmp_pool_ends_its_workers():
     deadline = time.monotonic() + 5
     while _threads() > before - workers and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _threads() == before - workers
+    # At least this thread's workers ended (pools other threads left idle may be freed with them).
+    assert _threads() <= before - workers
     torch.ones(1 << 22).mul_(2)  # parallel work on this thread afterwards still runs (with new workers)

@@ -39,6 +39,7 @@ def test_a_planted_crossing_of_each_border_breaks_its_contract(tmp_path):
         "agent/tools/base.py": "",
         "agent/tools/browse.py": "",
         "corpus/search.py": "from agent import corpus\n",
+        "documents/extract/__init__.py": "",
         "corpus/services.py": "from agent.tools import base, browse\n",
         "inference/server.py": "from agent import loop\n",
         "chat/views.py": "import console\n",

@@ -56,7 +56,8 @@ def _share(conversation, *, details, files):
 
 
 def _links(html):
-    return set(re.findall(r'(?:href|src)="([^"]*/files/[^"]*)"', html))
+    """Links to single files (the owner's library page, /files/, is not a file)."""
+    return set(re.findall(r'(?:href|src)="([^"]*/files/[^"/]+)"', html))
 
 
 @pytest.mark.parametrize("details,files", [(True, True), (True, False), (False, True), (False, False)])
