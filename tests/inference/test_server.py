@@ -9,25 +9,13 @@ import json
 import httpx
 import openai
 import pytest
-from inference_servers import serve, write_scripted_kimi_model, write_tiny_random_llama
+from inference_servers import write_scripted_kimi_model, write_tiny_random_llama
 
 from inference.engine.tokenizer import EngineTokenizer
 from inference.server.app import CHATML_TEMPLATE, default_template
 from inference.server.chat_templates import KIMI_K2_TEMPLATE
 
 USER = [{"role": "user", "content": "What is Kimi K2?"}]
-
-
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
-    model = write_scripted_kimi_model(tmp_path_factory.mktemp("models") / "scripted-kimi")
-    with serve(model, "--dtype", "float32", "--kv-cache-tokens", "4096") as url:
-        yield url
-
-
-@pytest.fixture
-def client(base_url):
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
 
 
 def test_models_lists_the_served_name_and_the_default_alias(client):

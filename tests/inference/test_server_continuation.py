@@ -3,27 +3,13 @@ resume of a step its worker died in), with vLLM's semantics, against a live serv
 scripted Kimi-format model continues greedily (see inference_servers.write_scripted_kimi_model)."""
 
 import httpx
-import openai
 import pytest
-from inference_servers import serve, write_scripted_kimi_model
 
 from inference.server.chat_templates import KIMI_K2_TEMPLATE, render_continuation
 
 USER = [{"role": "user", "content": "What is Kimi K2?"}]
 TOOLS = [{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}]
 CONTINUE = {"continue_final_message": True, "add_generation_prompt": False}
-
-
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
-    model = write_scripted_kimi_model(tmp_path_factory.mktemp("models") / "scripted-kimi")
-    with serve(model, "--dtype", "float32", "--kv-cache-tokens", "4096") as url:
-        yield url
-
-
-@pytest.fixture
-def client(base_url):
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=60)
 
 
 def collect(stream):
