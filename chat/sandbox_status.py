@@ -39,6 +39,19 @@ def last_status() -> dict | None:
     return json.loads(raw) if raw else None
 
 
+def consumes_turns(consumer) -> bool:
+    """Whether a ready worker consumes the agent queue (the extractor worker, `-Q documents`, does not:
+    it never runs the python tool, so its sandbox is not the one /healthz reports)."""
+    from django.conf import settings
+
+    try:
+        queues = set(consumer.app.amqp.queues.consume_from)
+    except Exception:  # not a worker as Celery starts one: assume it runs turns
+        return True
+    return settings.CELERY_TASK_DEFAULT_QUEUE in queues
+
+
 @worker_ready.connect
-def _self_test_at_worker_start(**kwargs) -> None:
-    publish_status()
+def _self_test_at_worker_start(sender=None, **kwargs) -> None:
+    if consumes_turns(sender):
+        publish_status()

@@ -34,6 +34,7 @@ from documents.library import library_for
 from . import queue, recording
 from . import redis as chat_redis
 from .attachments import AttachmentSink
+from .sandbox_status import consumes_turns
 
 log = logging.getLogger(__name__)
 
@@ -252,4 +253,5 @@ def resume_orphaned_turns():
 
 @worker_ready.connect
 def _resume_on_worker_start(sender=None, **kwargs):
-    resume_orphaned_turns.delay()
+    if consumes_turns(sender):
+        resume_orphaned_turns.delay()

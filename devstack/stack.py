@@ -1,7 +1,7 @@
 """Bring the whole kimiweb stack up on one machine: what `make run` and `make test` do.
 
 `run`: Postgres and Redis (found or embedded, see devstack/services.py) → migrate → first admin →
-collectstatic → the default corpus → the default model's build → web, worker and inference (the
+collectstatic → the default corpus → the default model's build → web, worker, extractor and inference (the
 Procfile) and the embedded services this run started, under devstack/supervisor.py in the foreground:
 a process that dies is restarted alone; Ctrl-C stops them all.
 `setup`: the same without starting the processes. `test`: services, then pytest with the given args.
@@ -83,7 +83,7 @@ def build_sandbox_env() -> None:
     )
 
 
-PROCESS_NAMES = ["web", "worker", "inference"]
+PROCESS_NAMES = ["web", "worker", "extractor", "inference"]
 
 
 def announce_when_up(base_url: str, stop: threading.Event) -> None:

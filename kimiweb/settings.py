@@ -187,11 +187,15 @@ CACHES = {
     }
 }
 
-# Celery: one queue for agent turns. Turns of hundreds of steps can run for an hour or more, so the
+# Celery: a queue for agent turns (and one for extracting uploads, below). Turns of hundreds of steps can run for an hour or more, so the
 # broker's visibility timeout must exceed the longest turn, or Redis redelivers a turn still running.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_TASK_DEFAULT_QUEUE = "agent"
+# Extracting uploads has a queue and a worker of its own (`-Q documents`), so a 2000-page PDF or an
+# extraction running to its deadline never holds a turn's worker slot, and turns never delay uploads.
+DOCUMENTS_QUEUE = "documents"
+CELERY_TASK_ROUTES = {"documents.tasks.extract_file": {"queue": DOCUMENTS_QUEUE}}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

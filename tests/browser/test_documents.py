@@ -108,6 +108,7 @@ def test_files_go_in_by_input_drop_and_library_are_read_and_cited_with_links_to_
 ):
     with ScriptedModelServer(read_page_two_then_cite) as model:
         worker = start_worker(stack_db, model.url)
+        extractor = start_worker(stack_db, model.url, queue="documents")
         try:
             page = new_page(accept_downloads=False)
             log_in(page, live_url, user)
@@ -226,6 +227,7 @@ def test_files_go_in_by_input_drop_and_library_are_read_and_cited_with_links_to_
             expect(status).to_have_text("ready", timeout=5000)
         finally:
             worker.stop()
+            extractor.stop()
     assert not page_errors, page_errors
 
 
@@ -274,6 +276,7 @@ def test_a_300_page_pdf_shows_its_reading_progress_on_the_chip(
     conversation = Conversation.objects.create(owner=user, title="Tide tables")
     with ScriptedModelServer(lambda body, n: Reply(content="(unused)")) as model:
         worker = start_worker(stack_db, model.url)
+        extractor = start_worker(stack_db, model.url, queue="documents")
         try:
             page = new_page()
             log_in(page, live_url, user)
@@ -302,4 +305,5 @@ def test_a_300_page_pdf_shows_its_reading_progress_on_the_chip(
             assert FileText.objects.get(attachment__name="tides.pdf").parts_total == 300
         finally:
             worker.stop()
+            extractor.stop()
     assert not page_errors, page_errors

@@ -52,11 +52,13 @@ class Process:
         self.log.close()
 
 
-def start_worker(stack_db, llm_url, **extra_env) -> Process:
+def start_worker(stack_db, llm_url, queue="agent", **extra_env) -> Process:
+    """A real Celery worker on `queue`: turns (`agent`, as the Procfile's worker) or uploads (`documents`,
+    as its extractor)."""
     env = {**stack_env(stack_db), "LLM_BASE_URL": llm_url, "AGENT_LEASE_SECONDS": "5", **extra_env}
-    cmd = [sys.executable, "-m", "celery", "-A", "kimiweb", "worker", "-Q", "agent", "-c", "2"]
-    cmd += ["-n", f"live{os.getpid()}@%h", "--without-gossip", "--without-mingle", "-l", "info"]
-    worker = Process("worker", cmd, env)
+    cmd = [sys.executable, "-m", "celery", "-A", "kimiweb", "worker", "-Q", queue, "-c", "2"]
+    cmd += ["-n", f"live{queue}{os.getpid()}@%h", "--without-gossip", "--without-mingle", "-l", "info"]
+    worker = Process(f"worker-{queue}", cmd, env)
     time.sleep(3)  # imports; a task sent earlier waits in the queue anyway
     if worker.proc.poll() is not None:
         raise RuntimeError("worker exited:\n" + worker.tail())

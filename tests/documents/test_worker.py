@@ -25,13 +25,18 @@ def wait_for(attachment, statuses=("ready", "failed"), timeout=60):
 
 
 @pytest.mark.timeout(120)
-def test_upload_is_extracted_by_the_worker(owner, conversation):
+def test_upload_is_extracted_by_the_documents_worker_not_the_turns_one(owner, conversation, settings):
     app.loader.import_default_modules()
     assert "documents.tasks.extract_file" in app.tasks
     with start_worker(app, pool="solo", perform_ping_check=False, queues=["agent"], shutdown_timeout=20):
         a = services.accept_upload(
             owner, upload("r.pdf", pdf_bytes(["one", "two pages"])), conversation=conversation
         )
+        time.sleep(3)  # a worker for turns only leaves it on the documents queue
+        assert FileText.objects.get(attachment=a).status == "queued"
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, queues=[settings.DOCUMENTS_QUEUE], shutdown_timeout=20
+    ):
         text = wait_for(a)
     assert text.status == "ready", text.error
     assert list(FilePart.objects.filter(attachment=a).values_list("label", flat=True)) == ["p. 1", "p. 2"]

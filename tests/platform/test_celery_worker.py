@@ -55,3 +55,20 @@ def test_a_task_round_trips_through_a_real_worker_under_the_namespace():
         assert not client.exists(f"celery-task-meta-{result.id}")
     finally:
         client.close()
+
+
+def test_uploads_go_to_the_documents_queue_and_only_turn_workers_self_test_the_sandbox():
+    from types import SimpleNamespace
+
+    from celery import Celery
+
+    from chat.sandbox_status import consumes_turns
+
+    app.loader.import_default_modules()
+    route = app.amqp.router.route({}, "documents.tasks.extract_file")
+    assert route["queue"].name == settings.DOCUMENTS_QUEUE == "documents"
+    assert app.amqp.router.route({}, "agent.tasks.run_turn")["queue"].name == "agent"
+    for queues, runs_turns in ((["agent"], True), (["documents"], False), (["agent", "documents"], True)):
+        probe = Celery("probe", set_as_current=False)
+        probe.amqp.queues.select(queues)  # what `-Q` does
+        assert consumes_turns(SimpleNamespace(app=probe)) is runs_turns

@@ -27,13 +27,17 @@ def command_of(service: dict) -> str:
 
 
 def test_every_part_of_the_architecture_is_a_service(services):
-    assert set(services) >= {"postgres", "redis", "web", "worker", "inference", "inference-gpu", "searxng"}
+    assert set(services) >= {
+        "postgres", "redis", "web", "worker", "extractor", "inference", "inference-gpu", "searxng",
+    }  # fmt: skip
 
 
 def test_the_processes_run_the_same_commands_as_make_run(services):
     assert command_of(services["web"]).startswith("daphne -b 0.0.0.0 -p 8000")
     assert "kimiweb.asgi:application" in command_of(services["web"])
     assert command_of(services["worker"]).startswith("celery -A kimiweb worker -Q agent")
+    assert command_of(services["extractor"]).startswith("celery -A kimiweb worker -Q documents")
+    assert "security_opt" not in services["extractor"]  # no namespaces needed: Docker's default profiles
     assert command_of(services["inference"]).startswith("python -m inference serve --model default")
     assert "--host 0.0.0.0 --port 30000" in command_of(services["inference"])
 

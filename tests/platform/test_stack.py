@@ -28,8 +28,15 @@ def test_setup_runs_every_step_and_a_failing_one_stops_it(monkeypatch):
     assert [a[0] for a in ran] == ["migrate", "ensure_admin", "collectstatic", "import_documents"]
 
 
-def test_run_starts_the_inference_server_with_web_and_worker():
-    assert stack.PROCESS_NAMES == ["web", "worker", "inference"]
+def test_run_starts_the_inference_server_with_web_and_both_workers():
+    assert stack.PROCESS_NAMES == ["web", "worker", "extractor", "inference"]
+    procfile = {
+        line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+        for line in stack.PROCFILE.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert set(stack.PROCESS_NAMES) <= set(procfile)
+    assert "-Q agent " in procfile["worker"] and "-Q documents " in procfile["extractor"]
 
 
 def test_the_children_find_the_venv_programs_and_talk_to_the_local_inference_port(monkeypatch):
