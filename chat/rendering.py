@@ -111,9 +111,18 @@ CiteResolver = Callable[[str, str], str | None]
 _CITATION_MAX = 300
 
 
+def _resolve(cite: CiteResolver, body: str) -> str | None:
+    """The link for one `name, anchor` (the name may itself hold commas), or None."""
+    for i in [i for i, c in enumerate(body) if c == ","] + [len(body)]:
+        href = cite(body[:i].strip(), body[i + 1 :].strip())
+        if href is not None:
+            return href
+    return None
+
+
 def _citation(state, silent: bool) -> bool:
-    """`[name, anchor]` (or `[name]`) naming a file of the conversation, not followed by `(` or `[`
-    (that would be a markdown link): a link to the file at that anchor."""
+    """`[name, anchor]` (or `[name]`, or several joined by `;`) naming files of the conversation, not
+    followed by `(` or `[` (that would be a markdown link): a link to each file at its anchor."""
     cite = state.env.get("cite") if isinstance(state.env, dict) else None
     src, start = state.src, state.pos
     if cite is None or src[start] != "[":
@@ -124,19 +133,25 @@ def _citation(state, silent: bool) -> bool:
     body = src[start + 1 : end]
     if not body.strip() or "[" in body or "\n" in body or src[end + 1 : end + 2] in ("(", "["):
         return False
-    href = None
-    for i in [i for i, c in enumerate(body) if c == ","] + [len(body)]:
-        href = cite(body[:i].strip(), body[i + 1 :].strip())
-        if href is not None:
-            break
-    if href is None:
-        return False
+    pieces = [p.strip() for p in body.split(";")]
+    links = [(p, _resolve(cite, p)) for p in pieces] if len(pieces) > 1 else []
+    if not links or any(href is None for _, href in links):
+        href = _resolve(cite, body)
+        if href is None:
+            return False
+        links = [(body, href)]
     if not silent:
-        link = state.push("link_open", "a", 1)
-        link.attrs = {"href": href, "class": "cite", "target": "_blank"}
-        text = state.push("text", "", 0)
-        text.content = f"[{body}]"
-        state.push("link_close", "a", -1)
+        for n, (text, href) in enumerate(links):
+            if len(links) > 1:
+                piece = state.push("text", "", 0)
+                piece.content = "[" if n == 0 else "; "
+            link = state.push("link_open", "a", 1)
+            link.attrs = {"href": href, "class": "cite", "target": "_blank"}
+            inner = state.push("text", "", 0)
+            inner.content = text if len(links) > 1 else f"[{text}]"
+            state.push("link_close", "a", -1)
+        if len(links) > 1:
+            state.push("text", "", 0).content = "]"
     state.pos = end + 1
     return True
 

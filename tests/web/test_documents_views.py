@@ -328,6 +328,21 @@ def test_a_citation_link_is_sanitized_and_opens_in_a_new_tab():
     assert '<a href="https://example.org" rel="noopener nofollow">a, b.pdf</a>' in html
 
 
+def test_a_bracket_citing_several_files_links_each_of_them():
+    cite = ui.Citations(
+        [
+            ui.CitedFile(name="report.pdf", kind="pdf", url="/r"),
+            ui.CitedFile(name="budget.xlsx", kind="xlsx", url="/b", parts=[(0, "sheet", 1, "sheet Monthly")]),
+        ]
+    )
+    html = render_markdown("Both say so [report.pdf, p. 2; budget.xlsx, sheet Monthly].", cite)
+    assert '[<a href="/r#page=2" class="cite"' in html and ">report.pdf, p. 2</a>; " in html
+    assert '<a href="/b#part-0" class="cite"' in html and ">budget.xlsx, sheet Monthly</a>]" in html
+    # One piece naming no file of the conversation: the whole bracket is read as one citation.
+    html = render_markdown("See [report.pdf, p. 2; other.doc, p. 1].", cite)
+    assert html.count('class="cite"') == 1 and ">[report.pdf, p. 2; other.doc, p. 1]</a>" in html
+
+
 @pytest.mark.django_db
 def test_a_shared_page_names_the_files_and_links_them_only_when_files_are_shared(alice):
     conv = Conversation.objects.create(owner=alice, share_token="tok", share_files=False)
