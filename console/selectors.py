@@ -24,6 +24,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, Length, TruncDay
 from django.utils import timezone
 
+from agent.tools.files import parts_shown
 from chat.models import Attachment, Message, Step, ToolCall, Turn
 from corpus.models import Document
 
@@ -114,6 +115,10 @@ def build_timeline(turn: Turn) -> dict:
                 "result_json": result_json,
                 "duration": format_duration(ms),
                 "files": files_by_call.get(call.id, []),
+                "parts_read": [
+                    f"{name}: {', '.join(labels)}"
+                    for name, labels in parts_shown(call.name, call.result).items()
+                ],
             }
         )
         status_counts[call.status] = status_counts.get(call.status, 0) + 1

@@ -8,11 +8,14 @@ would pass the tool's max_chars and says which pages to read next.
 
 from __future__ import annotations
 
+import re
+
 from ..files import FileInfo, FileLibrary, describe, unit
 from .base import Tool, ToolContext, ToolError, ToolResult, truncate
 
 SEARCH_LIMIT = 8
 MAX_SEARCH_LIMIT = 20
+_HEAD = re.compile(r"^\[([^\[\]\n]+?), ([^\[\]\n]+)\](?: |$)", re.M)
 
 
 def _library(ctx: ToolContext) -> FileLibrary:
@@ -202,5 +205,19 @@ SEARCH_FILES = Tool(
     },
     run=run_search,
 )
+
+
+def parts_shown(tool_name: str, result: str) -> dict[str, list[str]]:
+    """The file parts a `read_file` or `search_files` result shows, by file name, from the citation that
+    heads each part or hit (`[report.pdf, p. 3]`), in order and without repeats."""
+    if tool_name not in ("read_file", "search_files") or not result:
+        return {}
+    shown: dict[str, list[str]] = {}
+    for name, label in _HEAD.findall(result):
+        labels = shown.setdefault(name, [])
+        if label not in labels:
+            labels.append(label)
+    return shown
+
 
 FILE_TOOLS: dict[str, Tool] = {tool.name: tool for tool in (LIST_FILES, READ_FILE, SEARCH_FILES)}

@@ -189,6 +189,15 @@ def test_a_turn_reads_page_2_and_cites_it(files, conversation, agent_redis):
     assert tool_message["role"] == "tool" and "Revenue grew 42 percent" in tool_message["content"]
     answer = Message.objects.get(turn=turn, role="assistant")
     assert answer.content == "Revenue grew 42 percent [report.pdf, p. 2]."
+    # The console's turn timeline says which pages the call read.
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_superuser("operator", "op@example.org", "pw-12345678"))
+    page = staff.get(reverse("admin:chat_turn_change", args=[turn.pk])).content.decode()
+    assert "Pages read" in page and "<li>report.pdf: p. 2, p. 3</li>" in page  # no end: to the last page
 
 
 def test_a_turn_without_files_declares_the_default_tools_byte_identical(owner, agent_redis):
@@ -200,3 +209,13 @@ def test_a_turn_without_files_declares_the_default_tools_byte_identical(owner, a
     body = server.requests[0]
     assert json.dumps(body["tools"]) == json.dumps(tool_schemas())
     assert "attached" not in body["messages"][0]["content"]
+
+
+def test_parts_shown_reads_the_citation_heads_of_file_tool_results(files, conversation):
+    from agent.tools.files import parts_shown
+
+    read = run("read_file", conversation, name="report.pdf", start=1, end=3).text
+    assert parts_shown("read_file", read) == {"report.pdf": ["p. 1", "p. 2", "p. 3"]}
+    found = run("search_files", conversation, query="revenue fjord").text
+    assert parts_shown("search_files", found) == {"report.pdf": ["p. 2"]}
+    assert parts_shown("python", read) == {}
