@@ -36,9 +36,9 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--mix",
-        choices=["v1", "v2"],
+        choices=["v1", "v2", "v3"],
         default="v1",
-        help="v2: people's phrasing, pydoc lookups, distilled chat",
+        help="v2: people's phrasing, pydoc lookups, distilled chat; v3: v2 and traces reading attached files",
     )
     p.add_argument("--init-from", default=None, help="warm start from a delta (its experts, routers, LoRA)")
     p.add_argument(
@@ -67,9 +67,10 @@ def main(argv=None) -> int:
     p.add_argument("--fallback-tools", action="store_true")
     p.add_argument(
         "--set",
-        choices=["hand", "template"],
+        choices=["hand", "files", "template"],
         default="template",
-        help="hand: the hand-written set (eval/hand.jsonl, corpus in Postgres); template: held-out templates",
+        help="hand: the hand-written set (eval/hand.jsonl, corpus in Postgres); files: the hand-written file "
+        "questions (eval/files_hand.json); template: held-out templates",
     )
     p.add_argument("--base", action="store_true", help="hand set: also score the base SmolLM2 (no tools)")
     p.add_argument("--variants", default="", help="comma-separated subset of int4-qat,bf16,int4-rtn-no-qat")
@@ -140,6 +141,12 @@ def main(argv=None) -> int:
 
             out = Path(args.out if args.out != "var/kimi-mini/eval.json" else "var/kimi-mini/eval-hand.json")
             print(table(hand_cli(variants, out, args.base, args.category, args.limit, args.resume)))
+        elif args.set == "files":
+            from .files_eval import files_cli
+            from .files_eval import table as files_table
+
+            out = Path(args.out if args.out != "var/kimi-mini/eval.json" else "var/kimi-mini/eval-files.json")
+            print(files_table(files_cli(variants, out)))
         else:
             evaluate_cli(variants, args.n, Path(args.out), args.fallback_tools, engine=not args.torch)
     elif args.command == "distill-chat":

@@ -57,7 +57,6 @@ TOOLS = [
         },
     },
 ]
-TOOL_REQUIRED_ARGS = {t["function"]["name"]: t["function"]["parameters"]["required"] for t in TOOLS}
 
 
 @dataclass
@@ -71,6 +70,7 @@ class Example:
     thinking: bool
     expected: str | None
     tools_used: list[str] = field(default_factory=list)
+    tools: list[dict] | None = None  # the tool declaration the trace was made with; None: the default one
 
     @property
     def question(self) -> str:

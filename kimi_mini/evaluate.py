@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .base import load_base_weights, load_tokenizer
 from .build import read_delta
-from .data import TOOL_REQUIRED_ARGS, TOOLS, build_corpus, generate
+from .data import TOOLS, build_corpus, generate
 from .model import KimiMini, LoRALinear, fake_quant_int4
 from .moefy import init_weights
 from .template import render
@@ -126,17 +126,27 @@ def parse_output(text: str, thinking: bool) -> dict:
     return {"reasoning": r1 + r2, "content": content, "calls": td.calls}
 
 
-def call_is_valid(call: dict) -> tuple[bool, dict | None]:
-    """Parses, names a real tool, JSON arguments match the schema (required string fields, nothing else)."""
-    name = call.get("name")
-    if name not in TOOL_REQUIRED_ARGS:
+def call_is_valid(call: dict, tools: list[dict] | None = None) -> tuple[bool, dict | None]:
+    """Parses, names a declared tool (`tools`, default data.TOOLS), and its JSON arguments match the schema:
+    every required field, no unknown one, each of its declared type (string or integer)."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in (tools or TOOLS)}
+    params = schemas.get(call.get("name"))
+    if params is None:
         return False, None
     try:
         args = json.loads(call.get("arguments") or "")
     except json.JSONDecodeError:
         return False, None
-    req = TOOL_REQUIRED_ARGS[name]
-    ok = isinstance(args, dict) and set(args) == set(req) and all(isinstance(args[k], str) for k in req)
+    props, req = params.get("properties", {}), params.get("required", [])
+
+    def typed(key) -> bool:
+        kind = props[key].get("type")
+        value = args[key]
+        if kind == "integer":
+            return isinstance(value, int) and not isinstance(value, bool)
+        return not (kind == "string" and not isinstance(value, str))
+
+    ok = isinstance(args, dict) and set(req) <= set(args) <= set(props) and all(typed(k) for k in args)
     return ok, args if ok else None
 
 
@@ -196,7 +206,7 @@ def run_agent(
         results = []
         for i, call in enumerate(parsed["calls"]):
             calls_total += 1
-            ok, args = call_is_valid(call)
+            ok, args = call_is_valid(call, tools)
             calls_valid += ok
             cid = call.get("id") or f"functions.{call.get('name')}:{i}"
             msg["tool_calls"].append(

@@ -1117,21 +1117,30 @@ def distill_chat(out: Path = CHAT_DISTILL, max_new: int = 120, concurrency: int 
     return len(kept)
 
 
-def training_traces(n: int, seed: int, corpus: list[dict], v1_frac: float = 0.2) -> list[Example]:
+def training_traces(
+    n: int, seed: int, corpus: list[dict], v1_frac: float = 0.2, files_frac: float = 0.0
+) -> list[Example]:
     """The v2 training mix: a `v1_frac` share of the original template traces (`data.generate`, training
-    templates only), the rest `generate_v2`; tools are the agent's own (`python` in the sandbox, search and
-    browse over the fictional pages or over the in-memory pydoc corpus)."""
+    templates only), a `files_frac` share reading attached files (`kimi_mini.files`, the v3 mix), the rest
+    `generate_v2`; tools are the agent's own (`python` in the sandbox, search and browse over the
+    fictional pages or over the in-memory pydoc corpus, the file tools over the extracted documents)."""
     from .data import agent_system_prompt, generate
     from .tools import agent_run_tool
 
     fictional = agent_run_tool(corpus)
     pages = pydoc_pages()
     pyd = corpus_run_tool(PydocCorpus(pages))
-    n_v1 = int(n * v1_frac)
+    n_v1, n_files = int(n * v1_frac), int(n * files_frac)
     v1 = generate(n_v1, "train", fictional, corpus, seed)
     _Trace.system = agent_system_prompt()
     ents = [d for i, d in enumerate(corpus) if i % 4 != 3]  # the held-out quarter stays out of training
-    v2 = generate_v2(n - n_v1, lambda kind: pyd if kind == "pydoc" else fictional, seed, ents, pydoc=pages)
+    v2 = generate_v2(
+        n - n_v1 - n_files, lambda kind: pyd if kind == "pydoc" else fictional, seed, ents, pydoc=pages
+    )
     out = v1 + v2
+    if n_files:
+        from .files import file_traces
+
+        out += file_traces(n_files, seed, fictional)
     random.Random(f"mix:{seed}").shuffle(out)
     return out

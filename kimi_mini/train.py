@@ -26,6 +26,7 @@ from .template import render_segments
 log = logging.getLogger(__name__)
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ARTIFACT_FILE = "kimi_mini_delta.safetensors"
+FILES_FRAC = 0.15  # the v3 mix: v2 plus this share of traces that read attached files
 
 
 def tokenize(tok, example, tools=TOOLS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,14 +39,27 @@ def tokenize(tok, example, tools=TOOLS) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(ids), torch.tensor(mask)
 
 
-def split_prefix(seqs: list[tuple[torch.Tensor, torch.Tensor]], marker: int):
-    """The token prefix shared by every sequence (tool declaration + system prompt, up to the first user
-    token `marker`), and each sequence's remainder."""
-    first = seqs[0][0]
-    p = int((first == marker).nonzero()[0])
-    for ids, _ in seqs:
-        assert torch.equal(ids[:p], first[:p]), "all traces must share the tool declaration + system prefix"
-    return first[:p], [(ids[p:], m[p:]) for ids, m in seqs]
+def split_prefixes(seqs: list[tuple[torch.Tensor, torch.Tensor]], keys: list[str], marker: int):
+    """Per tool declaration (`keys`), the token prefix its sequences share (the declaration and the system
+    prompt, up to the first user token `marker` at most), and each sequence's remainder with its group."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    prefixes: list[torch.Tensor] = []
+    rest: list = [None] * len(seqs)
+    for g, members in enumerate(groups.values()):
+        first = seqs[members[0]][0]
+        p = int((first == marker).nonzero()[0])
+        for i in members[1:]:
+            ids = seqs[i][0]
+            n = min(p, len(ids))
+            diff = (ids[:n] != first[:n]).nonzero()
+            p = int(diff[0]) if len(diff) else n
+        prefixes.append(first[:p])
+        for i in members:
+            ids, m = seqs[i]
+            rest[i] = (ids[p:], m[p:], g)
+    return prefixes, rest
 
 
 class Trainer:
@@ -66,7 +80,7 @@ class Trainer:
         self.n_calib, self.mix, self.init_from = n_calib, mix, init_from
         # v1 traces were rendered with data.TOOLS (the declaration the shipped delta learned); v2 with the
         # declaration the agent sends now.
-        if mix == "v2":
+        if mix in ("v2", "v3"):
             from agent.tools import tool_schemas
 
             self.tools = tool_schemas()
@@ -87,10 +101,11 @@ class Trainer:
 
             run_tool = agent_run_tool(corpus)
         t0 = time.time()
-        if self.mix == "v2":
+        if self.mix in ("v2", "v3"):
             from .phrasing import training_traces
 
-            examples = training_traces(self.n_train, self.seed, corpus)
+            files_frac = FILES_FRAC if self.mix == "v3" else 0.0
+            examples = training_traces(self.n_train, self.seed, corpus, files_frac=files_frac)
         else:
             examples = generate(self.n_train, "train", run_tool, corpus, self.seed)
         log.info("generated %d traces in %.0fs", len(examples), time.time() - t0)
@@ -103,17 +118,19 @@ class Trainer:
                             "template": e.template,
                             "thinking": e.thinking,
                             "messages": e.messages,
+                            **({"tools": e.tools} if e.tools else {}),
                         }
                     )
                     + "\n"
                 )
-        seqs = [tokenize(self.tok, e, self.tools) for e in examples]
-        self.prefix, self.seqs = split_prefix(seqs, self.tok.token_to_id("<|im_user|>"))
+        seqs = [tokenize(self.tok, e, e.tools or self.tools) for e in examples]
+        keys = [json.dumps(e.tools) if e.tools else "" for e in examples]
+        self.prefixes, self.seqs = split_prefixes(seqs, keys, self.tok.token_to_id("<|im_user|>"))
         log.info(
-            "prefix %d tokens; suffix tokens %d; trained tokens %d",
-            len(self.prefix),
-            sum(len(s) for s, _ in self.seqs),
-            sum(int(m.sum()) for _, m in self.seqs),
+            "prefixes %s tokens; suffix tokens %d; trained tokens %d",
+            [len(p) for p in self.prefixes],
+            sum(len(s) for s, _, _ in self.seqs),
+            sum(int(m.sum()) for _, m, _ in self.seqs),
         )
         weights = init_weights(load_base_weights(), self.tok, self.cfg)
         saved = self.out / "moefy.pt"
@@ -132,7 +149,7 @@ class Trainer:
                 weights[p + "down_proj.weight"] = weights[p + "down_proj.weight"][:, perm].contiguous()
                 weights[p + "router"] = routers[i]
         else:
-            calib = [torch.cat([self.prefix, s]) for s, _ in self.seqs[: self.n_calib]]
+            calib = [torch.cat([self.prefixes[g], s]) for s, _, g in self.seqs[: self.n_calib]]
             self.perms = moefy(weights, calib, self.cfg, seed=self.seed)
             routers = {i: weights[f"model.layers.{i}.mlp.router"] for i in self.perms}
             torch.save((self.perms, routers), saved)
@@ -158,9 +175,15 @@ class Trainer:
     # ------------------------------------------------------------------ the frozen bottom, cached
     @torch.no_grad()
     def cache_bottom(self, fake_quant: bool):
-        saved = self.out / f"cache_n{len(self.seqs)}_top{self.cfg.n_layers - self.cut}_int4={fake_quant}.pt"
+        groups = f"_g{len(self.prefixes)}" if len(self.prefixes) > 1 else ""
+        saved = (
+            self.out
+            / f"cache_n{len(self.seqs)}_top{self.cfg.n_layers - self.cut}{groups}_int4={fake_quant}.pt"
+        )
         if saved.exists():
             self.prefix_x, self.cache = torch.load(saved)
+            if isinstance(self.prefix_x, torch.Tensor):  # a cache written with a single prefix
+                self.prefix_x = [self.prefix_x]
             return
         m = self.model
         if fake_quant:  # the bottom is frozen: quantize its experts once, not on every forward
@@ -171,37 +194,43 @@ class Trainer:
                     )
                     lin.lora_b.data.zero_()
         emb = m.embedding().to(torch.bfloat16)
+        cache: list = [None] * len(self.seqs)
+        self.prefix_x = []
+        bar = tqdm(total=len(self.seqs), desc=f"cache bottom {self.cut} layers (int4={fake_quant})")
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            x, kv = m.run_layers(F.embedding(self.prefix[None], emb), 0, self.cut)
-            self.prefix_x = x.float()
-            cache: list = [None] * len(self.seqs)
-            # Batches of similar length (right padding is harmless under a causal mask).
-            order = sorted(range(len(self.seqs)), key=lambda i: len(self.seqs[i][0]))
-            bar = tqdm(total=len(order), desc=f"cache bottom {self.cut} layers (int4={fake_quant})")
-            for j in range(0, len(order), 8):
-                idx = order[j : j + 8]
-                t = max(len(self.seqs[i][0]) for i in idx)
-                ids = torch.zeros(len(idx), t, dtype=torch.long)
-                for b, i in enumerate(idx):
-                    ids[b, : len(self.seqs[i][0])] = self.seqs[i][0]
-                h, _ = m.run_layers(F.embedding(ids, emb), 0, self.cut, pos=len(self.prefix), past=kv)
-                for b, i in enumerate(idx):
-                    cache[i] = h[b, : len(self.seqs[i][0])].to(torch.bfloat16)
-                bar.update(len(idx))
-            bar.close()
+            for g, prefix in enumerate(self.prefixes):
+                x, kv = m.run_layers(F.embedding(prefix[None], emb), 0, self.cut)
+                self.prefix_x.append(x.float())
+                # Batches of similar length (right padding is harmless under a causal mask).
+                order = sorted(
+                    (i for i in range(len(self.seqs)) if self.seqs[i][2] == g),
+                    key=lambda i: len(self.seqs[i][0]),
+                )
+                for j in range(0, len(order), 8):
+                    idx = order[j : j + 8]
+                    t = max(len(self.seqs[i][0]) for i in idx)
+                    ids = torch.zeros(len(idx), t, dtype=torch.long)
+                    for b, i in enumerate(idx):
+                        ids[b, : len(self.seqs[i][0])] = self.seqs[i][0]
+                    h, _ = m.run_layers(F.embedding(ids, emb), 0, self.cut, pos=len(prefix), past=kv)
+                    for b, i in enumerate(idx):
+                        cache[i] = h[b, : len(self.seqs[i][0])].to(torch.bfloat16)
+                    bar.update(len(idx))
+        bar.close()
         self.cache = cache
         torch.save((self.prefix_x, self.cache), saved)
 
     # ------------------------------------------------------------------ training
     def step(self, idx: list[int]):
         m = self.model
-        p = len(self.prefix)
+        g = self.seqs[idx[0]][2]  # a batch shares one prefix (`batches`)
+        p = len(self.prefixes[g])
         t = max(len(self.seqs[i][0]) for i in idx)
         x = torch.zeros(len(idx), t, self.cfg.dim)
         tgt = torch.zeros(len(idx), t, dtype=torch.long)
         mask = torch.zeros(len(idx), t, dtype=torch.bool)
         for b, i in enumerate(idx):
-            ids, msk = self.seqs[i]
+            ids, msk, _ = self.seqs[i]
             x[b, : len(ids)] = self.cache[i].float()
             tgt[b, : len(ids) - 1] = ids[1:]
             mask[b, : len(ids) - 1] = msk[1:]
@@ -210,16 +239,23 @@ class Trainer:
             # are recomputed with the current weights but without a backward pass through them (~30% of the
             # tokens of a batch, so a third less backward work).
             with torch.no_grad():
-                _, kv = m.run_layers(self.prefix_x, self.cut, self.cfg.n_layers)
+                _, kv = m.run_layers(self.prefix_x[g], self.cut, self.cfg.n_layers)
             h, _ = m.run_layers(x, self.cut, self.cfg.n_layers, pos=p, past=kv)
             logits = m.logits(h[mask]).float()
         return F.cross_entropy(logits, tgt[mask])
 
     def batches(self, epoch: int) -> list[list[int]]:
-        # Similar lengths together (less padding), then shuffled with a fixed seed.
+        # One prefix per batch, similar lengths together (less padding), then shuffled with a fixed seed.
         rng = random.Random(self.seed * 1000 + epoch)
-        order = sorted(range(len(self.seqs)), key=lambda i: (len(self.seqs[i][0]), rng.random()))
-        bs = [order[i : i + self.batch] for i in range(0, len(order), self.batch)]
+        order = sorted(
+            range(len(self.seqs)), key=lambda i: (self.seqs[i][2], len(self.seqs[i][0]), rng.random())
+        )
+        bs: list[list[int]] = []
+        for i in order:
+            if bs and len(bs[-1]) < self.batch and self.seqs[bs[-1][0]][2] == self.seqs[i][2]:
+                bs[-1].append(i)
+            else:
+                bs.append([i])
         rng.shuffle(bs)
         return bs
 
