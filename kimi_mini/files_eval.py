@@ -1,7 +1,8 @@
 """The hand-written file questions (`eval/files_hand.json`): documents written by hand (a PDF report, an Excel
 budget, Word meeting notes, PowerPoint slides, a CSV), turned into real files by their own libraries and read
-by kimiweb's extraction, then asked about through the agent loop with the agent's file tools, its system
-message naming the attached files and its tool declaration with the file tools. An answer is correct when
+by kimiweb's extraction into Postgres (uploaded and extracted as the product does it), then asked about
+through the agent loop with the agent's file tools over `documents.library.ConversationLibrary`, its
+system message naming the attached files and its tool declaration with the file tools. An answer is correct when
 its value passes the checker (as in `hand_eval.check`), and cited when it also cites the part that holds it
 as `[file name, label]`."""
 
@@ -18,11 +19,9 @@ from .hand_eval import _SPECIAL, _report, check
 FILES_SET = Path(__file__).resolve().parent / "eval" / "files_hand.json"
 
 
-def load_documents(spec: dict) -> dict:
-    """Each hand-written document as a `files.MemoryFile`, extracted from the real file."""
+def document_bytes(spec: dict) -> dict[str, tuple[str, bytes]]:
+    """Each hand-written document as (file name, the real file's bytes), written by its own library."""
     from documents.extract.writers import docx_bytes, pdf_bytes, pptx_bytes, xlsx_bytes
-
-    from .files import extract
 
     out = {}
     for key, d in spec["documents"].items():
@@ -36,8 +35,53 @@ def load_documents(spec: dict) -> dict:
             data = pptx_bytes([(t, b) for t, b in d["slides"]])
         else:
             data = "".join(",".join(r) + "\n" for r in d["rows"]).encode()
-        out[key] = extract(d["name"], data)
+        out[key] = (d["name"], data)
     return out
+
+
+def load_documents(spec: dict) -> dict:
+    """Each hand-written document as a `files.MemoryFile`, extracted from the real file."""
+    from .files import extract
+
+    return {key: extract(name, data) for key, (name, data) in document_bytes(spec).items()}
+
+
+def conversation_libraries(spec: dict) -> dict[tuple, object]:
+    """kimiweb's own `ConversationLibrary` (Postgres full-text search) for every set of files a question
+    attaches: each file uploaded through `documents.services.accept_upload` into a conversation of the
+    user "kimi-mini-eval" and extracted by the worker's `run_extraction` (here, in this process). Needs
+    Django settings and a database; earlier eval conversations and files of that user are deleted."""
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kimiweb.settings")
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from chat.models import Attachment, Conversation
+    from documents import services
+    from documents.extraction import run_extraction
+    from documents.library import ConversationLibrary
+
+    owner, _ = get_user_model().objects.get_or_create(username="kimi-mini-eval")
+    Attachment.objects.filter(owner=owner).delete()  # bytes, text and parts go with them (signals)
+    Conversation.objects.filter(owner=owner).delete()
+    files = document_bytes(spec)
+    libraries = {}
+    for keys in {tuple(q["files"]) for q in spec["questions"]}:
+        conversation = Conversation.objects.create(owner=owner, title="kimi-mini files eval")
+        for key in keys:
+            name, data = files[key]
+            attachment = services.accept_upload(
+                owner, SimpleUploadedFile(name, data), conversation=conversation
+            )
+            status = run_extraction(attachment.pk)
+            if status != "ready":
+                raise RuntimeError(f"{name}: extraction ended {status}")
+        libraries[keys] = ConversationLibrary(conversation)
+    return libraries
 
 
 def cited(answer: str, name: str, labels: list[str]) -> bool:
@@ -50,14 +94,15 @@ def evaluate_files(gen, python_tool, progress=None, path: Path = FILES_SET) -> d
 
     from .data import agent_system_prompt
     from .evaluate import run_agent
-    from .files import MemoryLibrary, library_run_tool
+    from .files import library_run_tool
 
     spec = json.loads(path.read_text())
-    docs = load_documents(spec)
+    docs = load_documents(spec)  # the parts, to know which file holds each answer
+    libraries = conversation_libraries(spec)
 
     def one(it):
         files = [docs[k] for k in it["files"]]
-        library = MemoryLibrary(files)
+        library = libraries[tuple(it["files"])]
         messages = [{"role": "system", "content": agent_system_prompt(datetime.date.today())}]
         with_files_prompt(messages, library)
         tools = [t.schema() for t in tools_for(ToolContext(files_library=library)).values()]

@@ -886,13 +886,15 @@ class PydocCorpus:
         return Page(d["url"], d["title"], d["text"]) if d else None
 
 
-def corpus_run_tool(corpus) -> RunTool:
+def corpus_run_tool(corpus, max_chars: int = 8000) -> RunTool:
     """The agent's real tools with `corpus` as the local search backend and browse source."""
     from agent.tools import ToolContext, ToolError, get_tool
     from agent.tools.base import SearchSettings
 
     def run(name: str, args: dict) -> str:
-        ctx = ToolContext(timeout=30.0, corpus=corpus, search=SearchSettings(backend="local"))
+        ctx = ToolContext(
+            timeout=30.0, corpus=corpus, search=SearchSettings(backend="local"), max_chars=max_chars
+        )
         try:
             return get_tool(name).run(args, ctx).text
         except ToolError as exc:
@@ -969,12 +971,18 @@ def chat(rng, run_tool, thinking, pairs):
 
 
 def generate_v2(
-    n: int, run_tool_for, seed: int, ents: list[dict], thinking_off_frac=0.25, pydoc: list[dict] | None = None
+    n: int,
+    run_tool_for,
+    seed: int,
+    ents: list[dict],
+    thinking_off_frac=0.25,
+    pydoc: list[dict] | None = None,
+    pydoc_chars: int = 8000,
 ):
     """`n` v2 training examples. `run_tool_for(corpus_kind)` gives the tool runner for 'fictional' or
     'pydoc' (python runs the same everywhere)."""
     rng = random.Random(f"v2:{seed}")
-    facts = pydoc_facts(pydoc) if pydoc else []
+    facts = pydoc_facts(pydoc, pydoc_chars) if pydoc else []
     pairs = load_chat_distill()
     fict, pyd = run_tool_for("fictional"), run_tool_for("pydoc")
     makers = [
@@ -1117,6 +1125,12 @@ def distill_chat(out: Path = CHAT_DISTILL, max_new: int = 120, concurrency: int 
     return len(kept)
 
 
+# What `browse` shows of a pydoc page in training traces (the agent shows 8000): a page of 8000 characters
+# is ~2500 tokens, and the bottom layers' cache and every step pay for it quadratically; the first 3000
+# characters still hold 205 documented functions of 43 modules.
+PYDOC_TRAIN_CHARS = 3000
+
+
 def training_traces(
     n: int, seed: int, corpus: list[dict], v1_frac: float = 0.2, files_frac: float = 0.0
 ) -> list[Example]:
@@ -1129,13 +1143,18 @@ def training_traces(
 
     fictional = agent_run_tool(corpus)
     pages = pydoc_pages()
-    pyd = corpus_run_tool(PydocCorpus(pages))
+    pyd = corpus_run_tool(PydocCorpus(pages), max_chars=PYDOC_TRAIN_CHARS)
     n_v1, n_files = int(n * v1_frac), int(n * files_frac)
     v1 = generate(n_v1, "train", fictional, corpus, seed)
     _Trace.system = agent_system_prompt()
     ents = [d for i, d in enumerate(corpus) if i % 4 != 3]  # the held-out quarter stays out of training
     v2 = generate_v2(
-        n - n_v1 - n_files, lambda kind: pyd if kind == "pydoc" else fictional, seed, ents, pydoc=pages
+        n - n_v1 - n_files,
+        lambda kind: pyd if kind == "pydoc" else fictional,
+        seed,
+        ents,
+        pydoc=pages,
+        pydoc_chars=PYDOC_TRAIN_CHARS,
     )
     out = v1 + v2
     if n_files:

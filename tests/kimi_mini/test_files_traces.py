@@ -106,3 +106,15 @@ def test_prefixes_split_per_declaration_and_rejoin_exactly(traces):
         assert not mask[: len(prefixes[g])].any(), "no trained token is in a shared prefix"
         assert torch.equal(tail_mask, mask[len(prefixes[g]) :])
     assert {g for *_, g in rest[:6]} == {0} and {g for *_, g in rest[6:]} == {1}
+
+
+def test_the_hand_written_file_questions_cite_parts_their_files_have():
+    from kimi_mini.files_eval import FILES_SET, load_documents
+
+    spec = json.loads(FILES_SET.read_text())
+    docs = load_documents(spec)
+    assert len(spec["questions"]) >= 24 and {d.kind for d in docs.values()} >= {"pdf", "xlsx", "docx", "pptx"}
+    for q in spec["questions"]:
+        holders = [d for k in q["files"] for d in [docs[k]] if any(p.label in q["cite"] for p in d.parts)]
+        assert len(holders) == 1, q["id"]
+        assert ("number" in q) != ("any" in q), q["id"]
