@@ -164,18 +164,15 @@ def import_python_docs(folder: Path, *, limit: int = 0) -> ImportResult:
 
 def import_pydoc(*, limit: int = 0) -> ImportResult:
     """The standard library's own docstrings, one document per module (when python3-doc is missing)."""
-    import pydoc
-    import sys
+    from . import pydoc_text
 
-    names = sorted(n for n in sys.stdlib_module_names if not n.startswith("_"))[: limit or None]
+    names = pydoc_text.module_names()[: limit or None]
     rows, skipped = [], []
     for name in tqdm(names, desc="import pydoc", unit="module"):
         try:
-            text = pydoc.render_doc(name, renderer=pydoc.plaintext)
+            text = pydoc_text.render(name)
         except Exception as exc:  # a module that cannot be imported on this platform
             skipped.append(f"skipped {name}: {type(exc).__name__}")
             continue
-        rows.append(
-            Document(url=f"{PYTHON_DOCS_URL}library/{name}.html", title=name, text=text, source="pydoc")
-        )
+        rows.append(Document(url=pydoc_text.URL.format(name), title=name, text=text, source="pydoc"))
     return ImportResult(save_documents(rows), skipped)

@@ -759,26 +759,20 @@ EVAL_MODULES = {
     "math", "json", "statistics", "textwrap", "heapq", "bisect", "string", "shlex", "copy", "glob", "functools",
     "fractions", "zlib", "difflib", "colorsys", "base64", "uuid", "operator", "keyword",
 }  # fmt: skip
-PYDOC_URL = "https://docs.python.org/3/library/{}.html"
 _FUNC = re.compile(r"^    ([a-z_][a-z0-9_]*)\((.*?)\)\n        (\S[^\n]*)", re.M)
 
 
 def pydoc_pages(names: list[str] | None = None) -> list[dict]:
-    """The pages `corpus.services.import_pydoc` imports (url, title, text), built in memory the same way."""
-    import contextlib
-    import io
-    import pydoc
-    import sys
+    """The pages `corpus.services.import_pydoc` imports (url, title, text), built by the same code."""
+    from corpus import pydoc_text
 
-    names = names or sorted(n for n in sys.stdlib_module_names if not n.startswith("_"))
     pages = []
-    for name in names:
+    for name in names or pydoc_text.module_names():
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # `this` prints on import
-                text = pydoc.render_doc(name, renderer=pydoc.plaintext)
+            text = pydoc_text.render(name)
         except Exception:  # noqa: BLE001 - a module that cannot be imported on this platform, as import_pydoc
             continue
-        pages.append({"url": PYDOC_URL.format(name), "title": name, "text": text})
+        pages.append({"url": pydoc_text.URL.format(name), "title": name, "text": text})
     return pages
 
 

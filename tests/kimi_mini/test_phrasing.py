@@ -115,3 +115,23 @@ def test_training_never_sees_a_hand_written_question(corpus):
     fictional_eval = [it["question"] for it in load_hand() if it["category"] == "fictional_corpus"]
     seen = [d["facts"]["name"] for d in ents]
     assert not any(re.search(rf"\b{name}\b", q, re.I) for name in seen for q in fictional_eval)
+
+
+def test_pydoc_pages_are_the_same_in_every_process():
+    """pydoc shows function defaults with their memory address; the pages (corpus import and training
+    traces alike) must not carry it, or a rerun of training tokenizes differently."""
+    import subprocess
+    import sys
+
+    from corpus import pydoc_text
+
+    here = pydoc_text.render("pty")
+    assert "spawn(argv, master_read=<function _read>" in here and " at 0x" not in here
+    there = subprocess.run(
+        [sys.executable, "-c", "from corpus import pydoc_text; print(pydoc_text.render('pty'), end='')"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert there == here
+    assert P.pydoc_pages(["pty"])[0]["text"] == here
