@@ -85,6 +85,18 @@ def _drop_test_databases_of_dead_runs(database: dict, base: str) -> None:
         pass  # housekeeping only; pytest-django reports a real connection problem itself
 
 
+@pytest.fixture(autouse=True)
+def _root_logger_level_restored():
+    """An in-process Celery worker (celery.contrib.testing's start_worker, loglevel "error") sets the root
+    logger to ERROR for the rest of the session, and `caplog` in later tests then saw no warning."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
 @pytest.fixture
 def free_port():
     """A function returning a TCP port on 127.0.0.1 that nothing listens on right now."""
