@@ -43,7 +43,13 @@ def default_root() -> Path:
     if configured:
         return Path(configured)
     digest = hashlib.sha256(stamp_text().encode()).hexdigest()[:12]
-    return shared_place(Path(__file__).resolve().parents[2] / "var" / "sandbox-env", f"sandbox-env-{digest}")
+    local, name = Path(__file__).resolve().parents[2] / "var" / "sandbox-env", f"sandbox-env-{digest}"
+    place = shared_place(local, name)
+    if place == local and os.geteuid() == 0 and not is_built(local) and is_built(SHARED_ROOT / name):
+        # Built under the shared root while the checkout was closed to other users; its folders have
+        # been opened since (the embedded Postgres opens its data folder's ancestors): keep using it.
+        return SHARED_ROOT / name
+    return place
 
 
 def python_path(root: Path) -> Path:
