@@ -131,11 +131,11 @@ class MemoryLibrary:
 
 def _snippet(text: str, wanted: set[str]) -> str:
     words = text.split()
-    marks = [i for i, w in enumerate(words) if _terms(w) and _terms(w)[0] in wanted]
-    first = marks[0] if marks else 0
-    lo = max(0, first - 8)
-    window = words[lo : lo + 30]
-    return " ".join(f"**{w}**" if _terms(w) and _terms(w)[0] in wanted else w for w in window)
+    hit = [bool(set(_terms(w)) & wanted) for w in words]
+    lo = max(0, hit.index(True) - 8) if any(hit) else 0
+    return " ".join(
+        f"**{w}**" if h else w for w, h in zip(words[lo : lo + 30], hit[lo : lo + 30], strict=True)
+    )
 
 
 def extract(name: str, data: bytes) -> MemoryFile:

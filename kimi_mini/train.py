@@ -4,6 +4,7 @@ bf16 and finally with INT4 fake-quantized experts (QAT). The frozen bottom layer
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -175,15 +176,17 @@ class Trainer:
     # ------------------------------------------------------------------ the frozen bottom, cached
     @torch.no_grad()
     def cache_bottom(self, fake_quant: bool):
-        groups = f"_g{len(self.prefixes)}" if len(self.prefixes) > 1 else ""
+        # Keyed by the very token sequences it holds: a rerun whose traces differ in any token (another
+        # seed, mix or tool output) computes its own cache instead of reading another run's.
+        digest = hashlib.sha256()
+        for ids in [*self.prefixes, *(s for s, _, _ in self.seqs)]:
+            digest.update(ids.numpy().tobytes() + b"|")
         saved = (
             self.out
-            / f"cache_n{len(self.seqs)}_top{self.cfg.n_layers - self.cut}{groups}_int4={fake_quant}.pt"
+            / f"cache_{digest.hexdigest()[:16]}_top{self.cfg.n_layers - self.cut}_int4={fake_quant}.pt"
         )
         if saved.exists():
             self.prefix_x, self.cache = torch.load(saved)
-            if isinstance(self.prefix_x, torch.Tensor):  # a cache written with a single prefix
-                self.prefix_x = [self.prefix_x]
             return
         m = self.model
         if fake_quant:  # the bottom is frozen: quantize its experts once, not on every forward
