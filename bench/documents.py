@@ -7,10 +7,14 @@ Files are generated here with the libraries that write each format (reportlab, p
 python-pptx, openpyxl) from text the bench knows, so the recovered text can be scored.
 
 Baselines: for every format, the same reader in-process (no child, no limits): the ratio is what the
-isolation costs. For PDF also pdfminer.six (`extract_text` per page) on the same file.
+isolation costs. For PDF also pdfminer.six (`extract_text` per page) on the same file. With
+`--with-markitdown`, Microsoft's markitdown (pinned, installed once into its own venv under var/bench, never
+into the project's) converts the same files: its time and the share of the written lines it gives back,
+next to ours.
 
     .venv/bin/python bench/documents.py              # 300-page PDF and the other formats at that scale
     .venv/bin/python bench/documents.py --pages 100 --repeat 1
+    .venv/bin/python bench/documents.py --with-markitdown   # adds markitdown (venv built once, ~1 min)
 
 No Django, no database: extraction is Django-free by design (what the worker adds is one bulk INSERT
 per 0.5 s of parts).
@@ -20,7 +24,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
+import os
 import random
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "documents")]
+
+MARKITDOWN = "markitdown[pdf,docx,pptx,xlsx]==0.1.9"
+MARKITDOWN_VENV = ROOT / "var" / "bench" / "markitdown-0.1.9"
 
 WORDS = (
     "revenue margin fjord widget outlook supply chain quarter growth risk plan market region customer "
@@ -73,13 +84,18 @@ def make_files(pages: int, workdir: Path) -> dict[str, tuple[str, Path, int, str
         for s in range(1, sheets + 1)
     }
     (workdir / "bench.xlsx").write_bytes(xlsx_bytes(book))
-    out["xlsx"] = ("xlsx", workdir / "bench.xlsx", sheets, "")
+    out["xlsx"] = (
+        "xlsx",
+        workdir / "bench.xlsx",
+        sheets,
+        "\n".join(" ".join(map(str, row)) for rows in book.values() for row in rows),
+    )
 
     rows = ["region,q1,q2,note"] + [
         f"{rng.choice(WORDS)},{i},{i * 2.5},{sentence(rng, 5)}" for i in range(pages * 40)
     ]
     (workdir / "bench.csv").write_text("\n".join(rows))
-    out["csv"] = ("csv", workdir / "bench.csv", 0, "")
+    out["csv"] = ("csv", workdir / "bench.csv", 0, "\n".join(rows))
 
     md = "\n\n".join(
         f"## Part {n}\n\n" + "\n\n".join(sentence(rng, 14) for _ in range(8)) for n in range(1, pages + 1)
@@ -87,16 +103,19 @@ def make_files(pages: int, workdir: Path) -> dict[str, tuple[str, Path, int, str
     (workdir / "bench.md").write_text(md)
     out["markdown"] = ("markdown", workdir / "bench.md", pages, md)
 
+    html_parts = [(f"Part {n}", [sentence(rng, 14) for _ in range(8)]) for n in range(1, pages + 1)]
     html = (
         "<html><body><article>"
-        + "".join(
-            f"<h2>Part {n}</h2>" + "".join(f"<p>{sentence(rng, 14)}</p>" for _ in range(8))
-            for n in range(1, pages + 1)
-        )
+        + "".join(f"<h2>{h}</h2>" + "".join(f"<p>{p}</p>" for p in ps) for h, ps in html_parts)
         + "</article></body></html>"
     )
     (workdir / "bench.html").write_text(html)
-    out["html"] = ("html", workdir / "bench.html", pages, "")
+    out["html"] = (
+        "html",
+        workdir / "bench.html",
+        pages,
+        "\n".join(h + "\n" + "\n".join(ps) for h, ps in html_parts),
+    )
 
     code = "\n".join(f"def f{i}(x):\n    return x * {i}  # {rng.choice(WORDS)}\n" for i in range(pages * 40))
     (workdir / "bench.py").write_text(code)
@@ -142,12 +161,87 @@ def pdfminer_pages(path: Path):
     return len(texts), "\n".join(texts)
 
 
+def _normal(line: str) -> str:
+    """A line as words: table separators (| , tab) and markdown markers dropped, numbers written one way."""
+    words = re.sub(r"[|,\t]|^\s*(#+|[-*]|\*\*)\s", " ", line).replace("**", " ").split()
+    out = []
+    for w in words:
+        try:
+            out.append(format(float(w), "g"))
+        except ValueError:
+            out.append(w)
+    return " ".join(out)
+
+
 def recovered(truth: str, text: str) -> float:
-    """The share of the written lines that come back whole and in order (whitespace normalised)."""
-    a = [" ".join(line.split()) for line in truth.splitlines() if line.strip()]
-    b = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    """The share of the written lines that come back whole and in order (a table row as its cells in order)."""
+    a = [_normal(line) for line in truth.splitlines() if line.strip()]
+    b = [n for n in map(_normal, text.splitlines()) if n and not set(n) <= set("-: ")]
     matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     return sum(block.size for block in matcher.get_matching_blocks()) / max(len(a), 1)
+
+
+# Runs inside markitdown's venv: converts each file `repeat` times; one JSON line per file (best s, text, the
+# error when it could not convert it).
+MARKITDOWN_SCRIPT = """
+import json, sys, time
+from markitdown import MarkItDown
+md = MarkItDown()
+repeat = int(sys.argv[1])
+for path in sys.argv[2:]:
+    best, text, error = float("inf"), "", ""
+    for _ in range(repeat):
+        t = time.perf_counter()
+        try:
+            text = md.convert(path).text_content
+        except Exception as exc:
+            error = str(exc).strip().splitlines()[-1]
+            break
+        best = min(best, time.perf_counter() - t)
+    print(json.dumps({"path": path, "s": best, "text": text, "error": error}), flush=True)
+"""
+
+
+def markitdown_python() -> Path:
+    """markitdown's own venv (built once from PyPI), apart from the project's dependencies."""
+    python = MARKITDOWN_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"installing {MARKITDOWN} into {MARKITDOWN_VENV}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(MARKITDOWN_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", MARKITDOWN], check=True)
+    return python
+
+
+def markitdown_convert(paths: list[Path], repeat: int) -> dict[str, dict]:
+    out = subprocess.run(
+        [str(markitdown_python()), "-c", MARKITDOWN_SCRIPT, str(repeat), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if out.returncode:
+        raise SystemExit(f"markitdown failed:\n{out.stderr[-3000:]}")
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return {r["path"]: r for r in rows}
+
+
+def compare_markitdown(files, wanted: set[str], repeat: int) -> None:
+    names = [n for n in files if n in wanted and files[n][3]]
+    theirs = markitdown_convert([files[n][1] for n in names], repeat)
+    print(
+        f"\nkimiweb's readers (in-process) vs {MARKITDOWN.split('[')[0]} 0.1.9 on the same files; lines back = "
+        "written lines (table rows) returned whole and in order"
+    )
+    print(f"{'format':9} {'ours s':>7} {'ours back':>10} {'md s':>7} {'md back':>8} {'md / ours s':>11}")
+    for name in names:
+        kind, path, _, truth = files[name]
+        ours_s, (_, ours_text) = timed(lambda kind=kind, path=path: in_process(kind, path), repeat)
+        md = theirs[str(path)]
+        ours = f"{name:9} {ours_s:>7.2f} {recovered(truth, ours_text):>10.1%}"
+        if md["error"]:
+            print(f"{ours}   markitdown failed: {md['error']}")
+            continue
+        print(f"{ours} {md['s']:>7.2f} {recovered(truth, md['text']):>8.1%} {md['s'] / ours_s:>11.2f}")
 
 
 def main() -> None:
@@ -156,6 +250,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--formats", default="", help="comma-separated subset, e.g. pdf,xlsx")
     parser.add_argument("--skip-pdfminer", action="store_true", help="leave out the pdfminer.six comparison")
+    parser.add_argument(
+        "--with-markitdown",
+        action="store_true",
+        help="compare with markitdown (its venv built once in var/bench)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,6 +275,8 @@ def main() -> None:
                 f"{inproc_s:>10.2f} {child_s / inproc_s:>6.2f}"
             )
 
+        if args.with_markitdown:
+            compare_markitdown(files, wanted, args.repeat)
         if args.skip_pdfminer or "pdf" not in wanted:
             return
         print("\nPDF readers on the same file (in-process, per page): pypdf vs pdfminer.six")
