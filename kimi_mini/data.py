@@ -5,6 +5,7 @@ result in a trace is what a tool really returned. Whole question templates are h
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import random
 import re
@@ -13,11 +14,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent.tools import tool_schemas
+
 RunTool = Callable[[str, dict], str]
 
-# A copy of the agent's tool schemas (`agent.tools.tool_schemas()`, in its order): the model is trained on the
-# exact tool declaration the agent sends. tests/kimi_mini checks the copy still matches.
-TOOLS = [
+# The tool declaration v1 traces were rendered with (the agent's before the sandbox described itself): the
+# v1 delta that `train --mix v3 --init-from` warm-starts from learned it, so `--mix v1` keeps it.
+V1_TOOLS = [
     {
         "type": "function",
         "function": {
@@ -57,6 +60,15 @@ TOOLS = [
         },
     },
 ]
+
+# The declaration the agent sends (v2 and v3 traces are rendered with it) and its digest when the shipped delta
+# was trained: tests/kimi_mini fails when the agent's tools change, since the model then needs retraining.
+TOOLS = tool_schemas()
+TRAINED_TOOLS_SHA256 = "90702bcc74087b23c6f802fa186196a468f9ca58c2aed4a4fd8d471da5354610"
+
+
+def tools_digest(tools: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(tools, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass

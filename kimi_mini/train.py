@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from .base import load_base_weights, load_tokenizer
-from .data import TOOLS, build_corpus, generate
+from .data import TOOLS, V1_TOOLS, build_corpus, generate
 from .model import KimiMini, MiniConfig, fake_quant_int4
 from .moefy import init_weights, moefy
 from .template import render_segments
@@ -79,14 +79,8 @@ class Trainer:
     ):
         self.out, self.seed, self.n_train, self.batch, self.lr = Path(out), seed, n_train, batch, lr
         self.n_calib, self.mix, self.init_from = n_calib, mix, init_from
-        # v1 traces were rendered with data.TOOLS (the declaration the shipped delta learned); v2 with the
-        # declaration the agent sends now.
-        if mix in ("v2", "v3"):
-            from agent.tools import tool_schemas
-
-            self.tools = tool_schemas()
-        else:
-            self.tools = TOOLS
+        # v1 traces were rendered with the declaration the v1 delta learned; v2 and v3 with the agent's own.
+        self.tools = TOOLS if mix in ("v2", "v3") else V1_TOOLS
         self.cfg = cfg or MiniConfig()
         self.cut = self.cfg.n_layers - top_layers
         self.out.mkdir(parents=True, exist_ok=True)
