@@ -37,8 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "documents")]
 
-MARKITDOWN = "markitdown[pdf,docx,pptx,xlsx]==0.1.9"
-MARKITDOWN_VENV = ROOT / "var" / "bench" / "markitdown-0.1.9"
+MARKITDOWN_VERSION = "0.1.9"
+MARKITDOWN = f"markitdown[pdf,docx,pptx,xlsx]=={MARKITDOWN_VERSION}"
+MARKITDOWN_VENV = ROOT / "var" / "bench" / f"markitdown-{MARKITDOWN_VERSION}"
 
 WORDS = (
     "revenue margin fjord widget outlook supply chain quarter growth risk plan market region customer "
@@ -225,23 +226,24 @@ def markitdown_convert(paths: list[Path], repeat: int) -> dict[str, dict]:
     return {r["path"]: r for r in rows}
 
 
-def compare_markitdown(files, wanted: set[str], repeat: int) -> None:
-    names = [n for n in files if n in wanted and files[n][3]]
+def compare_markitdown(files, ours: dict[str, tuple[float, str]], repeat: int) -> None:
+    """`ours`: format → (in-process seconds, text) as the main table measured them."""
+    names = [n for n in ours if files[n][3]]
     theirs = markitdown_convert([files[n][1] for n in names], repeat)
     print(
-        f"\nkimiweb's readers (in-process) vs {MARKITDOWN.split('[')[0]} 0.1.9 on the same files; lines back = "
+        f"\nkimiweb's readers (in-process) vs markitdown {MARKITDOWN_VERSION} on the same files; lines back = "
         "written lines (table rows) returned whole and in order"
     )
     print(f"{'format':9} {'ours s':>7} {'ours back':>10} {'md s':>7} {'md back':>8} {'md / ours s':>11}")
     for name in names:
-        kind, path, _, truth = files[name]
-        ours_s, (_, ours_text) = timed(lambda kind=kind, path=path: in_process(kind, path), repeat)
+        _, path, _, truth = files[name]
+        ours_s, ours_text = ours[name]
         md = theirs[str(path)]
-        ours = f"{name:9} {ours_s:>7.2f} {recovered(truth, ours_text):>10.1%}"
+        line = f"{name:9} {ours_s:>7.2f} {recovered(truth, ours_text):>10.1%}"
         if md["error"]:
-            print(f"{ours}   markitdown failed: {md['error']}")
+            print(f"{line}   markitdown failed: {md['error']}")
             continue
-        print(f"{ours} {md['s']:>7.2f} {recovered(truth, md['text']):>8.1%} {md['s'] / ours_s:>11.2f}")
+        print(f"{line} {md['s']:>7.2f} {recovered(truth, md['text']):>8.1%} {md['s'] / ours_s:>11.2f}")
 
 
 def main() -> None:
@@ -264,11 +266,13 @@ def main() -> None:
             f"{'format':9} {'anchors':>8} {'size':>8} {'child s':>8} {'anchors/s':>10} {'in-proc s':>10} {'ratio':>6}"
         )
         wanted = set(filter(None, args.formats.split(","))) or set(files)
+        inproc: dict[str, tuple[float, str]] = {}
         for name, (kind, path, _, _) in files.items():
             if name not in wanted:
                 continue
             child_s, (total, _) = timed(lambda kind=kind, path=path: via_child(kind, path), args.repeat)
-            inproc_s, _ = timed(lambda kind=kind, path=path: in_process(kind, path), args.repeat)
+            inproc_s, (_, text) = timed(lambda kind=kind, path=path: in_process(kind, path), args.repeat)
+            inproc[name] = (inproc_s, text)
             size = path.stat().st_size
             print(
                 f"{name:9} {total:>8} {size / 1024:>7.0f}K {child_s:>8.2f} {total / child_s:>10.1f} "
@@ -276,12 +280,12 @@ def main() -> None:
             )
 
         if args.with_markitdown:
-            compare_markitdown(files, wanted, args.repeat)
+            compare_markitdown(files, inproc, args.repeat)
         if args.skip_pdfminer or "pdf" not in wanted:
             return
         print("\nPDF readers on the same file (in-process, per page): pypdf vs pdfminer.six")
         kind, path, pages, truth = files["pdf"]
-        py_s, (_, py_text) = timed(lambda: in_process("pdf", path), args.repeat)
+        py_s, py_text = inproc["pdf"]
         pm_s, (_, pm_text) = timed(lambda: pdfminer_pages(path), 1)
         print(f"{'reader':12} {'s':>7} {'pages/s':>8} {'lines back':>11}")
         print(f"{'pypdf':12} {py_s:>7.2f} {pages / py_s:>8.1f} {recovered(truth, py_text):>10.1%}")
